@@ -1,0 +1,8 @@
+"""Diffusion: the linear schedule, the epsilon training loss and the DDPM / DDIM samplers."""
+
+from .loss import diffusion_loss
+from .samplers import SAMPLERS, NoiseSource, generate, model_call_steps, reference_step_list, sample
+from .schedule import LinearSchedule
+
+__all__ = ["SAMPLERS", "LinearSchedule", "NoiseSource", "diffusion_loss", "model_call_steps",
+           "generate", "reference_step_list", "sample"]

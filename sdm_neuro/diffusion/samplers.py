@@ -1,0 +1,171 @@
+"""Reverse-diffusion samplers with the SDDPM reference update rules.
+
+* DDPM, "fixedlarge" variance, epsilon model: x0 predicted and clamped to [-1, 1] before the
+  posterior mean; the last call returns the clamped x0. With fewer than T steps the chain is
+  respaced (posterior between consecutive kept steps, betas recomputed from abar); with T steps
+  it is exactly the reference chain.
+* DDIM, eta = 0: the reference step list ``[max(int(T-1-(T/S)*i), 0) for i < S]``; each step
+  clamps x0; the final update lands on ``abar[0]`` and the result is returned unclamped, as the
+  reference does.
+
+Noise is drawn per sample from its own generator seeded with ``(seed, sample index)``, so sample
+i with seed s gets the same noise whatever the batch size or batch split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..errors import UsageError
+from .schedule import LinearSchedule
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SamplerName = Literal["ddpm", "ddim"]
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
+
+
+def reference_step_list(num_steps: int, sample_steps: int) -> list[int]:
+    """The reference's diffusion steps for an S-step sampler (DDIM appends 0 if missing)."""
+    if not 1 <= sample_steps <= num_steps:
+        raise UsageError(f"--steps must be in [1, {num_steps}] (got {sample_steps}).")
+    ratio = num_steps / sample_steps
+    return [max(int(num_steps - 1 - ratio * i), 0) for i in range(sample_steps)]
+
+
+def model_call_steps(sampler: SamplerName, num_steps: int, sample_steps: int) -> list[int]:
+    """The diffusion step t of every denoiser call the sampler makes, in order."""
+    steps = reference_step_list(num_steps, sample_steps)
+    if sampler == "ddim":
+        # The reference loop ends when it reaches t = 0 without calling the model there.
+        return [t for t in steps if t > 0] or [steps[0]]
+    return steps
+
+
+class NoiseSource:
+    """Per-sample Gaussian noise: sample i uses ``Generator(seed * 1_000_003 + i)``; every call
+    draws one ``[C, H, W]`` tensor per sample, in the same order for any batch layout."""
+
+    def __init__(self, seed: int, indices: Sequence[int]) -> None:
+        self.generators = []
+        for i in indices:
+            g = torch.Generator()
+            g.manual_seed((int(seed) * 1_000_003 + int(i)) % (2**63))
+            self.generators.append(g)
+
+    def randn(self, shape: Sequence[int]) -> torch.Tensor:
+        return torch.stack([torch.randn(tuple(shape), generator=g) for g in self.generators])
+
+
+@dataclass(frozen=True)
+class SamplerStep:
+    """One sampler step: the denoiser is called at diffusion step ``t``."""
+
+    index: int
+    t: int
+    t_prev: int  # next step of the chain; -1 means "the clean image"
+
+
+def _coef(x: torch.Tensor | float) -> torch.Tensor:
+    """float64 coefficient -> float32 scalar (the reference's ``extract(...).float()``)."""
+    return torch.as_tensor(x, dtype=torch.float64).float()
+
+
+def sample(model: Denoiser, schedule: LinearSchedule, shape: Sequence[int], *,
+           sampler: SamplerName = "ddpm", steps: int = 1000, seed: int = 0,
+           indices: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
+           progress: Callable[[Sequence[SamplerStep]], Iterable[SamplerStep]] | None = None,
+           ) -> torch.Tensor:
+    """Run the reverse process for a batch ``shape = [B, C, H, W]``; returns x0 (float32).
+
+    ``indices`` are the global sample numbers of the batch rows (default 0..B-1): they select
+    the per-sample noise streams. ``x_T`` replaces the initial noise (it must then be given for
+    every row). ``progress`` wraps the list of steps (e.g. in a tqdm bar).
+    """
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)}).")
+    batch = shape[0]
+    indices = list(range(batch)) if indices is None else list(indices)
+    if len(indices) != batch:
+        raise UsageError(f"{len(indices)} sample indices for a batch of {batch}.")
+    noise = NoiseSource(seed, indices)
+    x = noise.randn(shape[1:]) if x_T is None else x_T.clone().float()
+    calls = model_call_steps(sampler, schedule.num_steps, steps)
+    chain = [SamplerStep(i, t, calls[i + 1] if i + 1 < len(calls) else (0 if sampler == "ddim" else -1))
+             for i, t in enumerate(calls)]
+    iterator: Iterable[SamplerStep] = chain if progress is None else progress(chain)
+    abar = schedule.alphas_bar
+    betas = schedule.betas
+    for step in iterator:
+        t = torch.full((batch,), step.t, dtype=torch.long)
+        with torch.no_grad():
+            eps = model(x, t)
+        if sampler == "ddim":
+            x = _ddim_update(x, eps, abar, step)
+        else:
+            x = _ddpm_update(x, eps, abar, betas, step, noise)
+    return x
+
+
+def _ddim_update(x: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor,
+                 step: SamplerStep) -> torch.Tensor:
+    a_t = _coef(abar[step.t].sqrt())
+    a_s = _coef(abar[step.t_prev].sqrt())
+    sigma_t = torch.sqrt(_coef(1.0 - abar[step.t]))
+    x0 = ((x - eps * sigma_t) / a_t).clamp(-1.0, 1.0)
+    c_2 = torch.sqrt(1 - a_s.pow(2))  # eta = 0: no noise term
+    return a_s * x0 + c_2 * eps
+
+
+def _ddpm_update(x: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor, betas: torch.Tensor,
+                 step: SamplerStep, noise: NoiseSource) -> torch.Tensor:
+    t = step.t
+    if step.t_prev < 0:
+        # Last call: return the clamped x0 prediction (reference: t == 0 branch).
+        a_t = _coef(abar[t].sqrt())
+        sigma_t = torch.sqrt(_coef(1.0 - abar[t]))
+        return (1 / a_t * (x - eps * (1 - a_t**2) / sigma_t)).clamp(-1.0, 1.0)
+    abar_t, abar_s = abar[t], abar[step.t_prev]
+    # Consecutive steps use the schedule's own beta (bit-identical to the reference chain);
+    # respaced ones the beta of the merged transition.
+    beta = betas[t] if step.t_prev == t - 1 else 1.0 - abar_t / abar_s
+    x0 = _coef(torch.sqrt(1.0 / abar_t)) * x - _coef(torch.sqrt(1.0 / abar_t - 1)) * eps
+    x0 = x0.clamp(-1.0, 1.0)
+    coef1 = torch.sqrt(abar_s) * beta / (1.0 - abar_t)
+    coef2 = torch.sqrt(1.0 - beta) * (1.0 - abar_s) / (1.0 - abar_t)
+    mean = _coef(coef1) * x0 + _coef(coef2) * x
+    # "fixedlarge" variance: beta itself (the reference's posterior_var[1] entry only sits at
+    # t = 0, which never reaches this branch).
+    std = torch.exp(0.5 * _coef(torch.log(beta)))
+    return mean + std * noise.randn(x.shape[1:])
+
+
+def generate(model: Denoiser, schedule: LinearSchedule, num: int, image_shape: Sequence[int], *,
+             batch_size: int = 16, sampler: SamplerName = "ddpm", steps: int = 1000, seed: int = 0,
+             progress: bool = True) -> torch.Tensor:
+    """Sample ``num`` images in batches of ``batch_size`` with one progress bar over all
+    denoiser calls. Sample i is the same for any ``batch_size`` (see :class:`NoiseSource`)."""
+    from tqdm.auto import tqdm
+
+    if num < 1 or batch_size < 1:
+        raise UsageError(f"--num and --batch must be >= 1 (got {num}, {batch_size}).")
+    n_calls = len(model_call_steps(sampler, schedule.num_steps, steps))
+    starts = range(0, num, batch_size)
+    bar = tqdm(total=n_calls * len(starts), desc=f"{sampler} {steps} steps", unit="call",
+               disable=not progress, dynamic_ncols=True)
+
+    def advance(chain: Sequence[SamplerStep]) -> Iterable[SamplerStep]:
+        for step in chain:
+            yield step
+            bar.update(1)
+
+    out = []
+    with bar:
+        for start in starts:
+            idx = list(range(start, min(start + batch_size, num)))
+            out.append(sample(model, schedule, [len(idx), *image_shape], sampler=sampler,
+                              steps=steps, seed=seed, indices=idx, progress=advance))
+    return torch.cat(out)

@@ -1,0 +1,32 @@
+"""Exception classes. Every user-facing failure is one of these, with a message that names the
+file, key, layer or parameter and the limit it broke; the CLI maps each class to an exit code."""
+
+from __future__ import annotations
+
+
+class SdmNeuroError(Exception):
+    """Base class. ``exit_code`` is what the CLI returns for it."""
+
+    exit_code = 1
+
+
+class UsageError(SdmNeuroError):
+    """An argument or option has an invalid value."""
+
+    exit_code = 2
+
+
+class ConfigError(SdmNeuroError):
+    """A model configuration is inconsistent (e.g. channel multipliers, image size)."""
+
+    exit_code = 3
+
+
+class CheckpointError(SdmNeuroError):
+    """A checkpoint file cannot be read: missing, not a checkpoint, truncated, or unsafe."""
+
+    exit_code = 4
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's state_dict does not fit the model: missing/unexpected keys, shapes."""
