@@ -63,9 +63,9 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "Weights only load failed" in msg:
-            m = re.search(r"GLOBAL (\S+)", msg)
-            what = f" (it references {m.group(1)})" if m else ""
+        m = re.search(r"GLOBAL (\S+)|Unsupported global: (\S+)|Unsupported class (\S+)", msg)
+        if "Weights only load failed" in msg and m:
+            what = f" (it references {next(g for g in m.groups() if g)})"
             raise CheckpointError(
                 f"{path}: refused to load: the file contains pickled Python objects{what} that "
                 "would execute code when unpickled. sdm-neuro reads checkpoints with "

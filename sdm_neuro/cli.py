@@ -122,7 +122,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads) if args.threads else None
     cfg = ckpt.config
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     x = generate(model, LinearSchedule(num_steps=cfg.diffusion_steps), args.num,
                  (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=args.batch,

@@ -1,0 +1,189 @@
+"""Shared fixtures.
+
+``../shared/reference`` (beside the checkout) holds the reference oracle and key listings; tests
+that need it skip with a clear reason when it is absent, so the project stays self-contained.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REFERENCE = Path(os.environ.get("SDM_NEURO_SHARED", REPO.parent / "shared")) / "reference"
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_REFERENCE / name
+    if not path.exists():
+        pytest.skip(f"reference fixture {path} not available (../shared is absent); "
+                    "this test checks against the published reference and needs it")
+    return path
+
+
+@pytest.fixture(scope="session")
+def oracle() -> dict:
+    """Inputs, spikes and outputs of the SDDPM reference model (see fixtures/README.md)."""
+    return torch.load(_shared("fixtures/sddpm_tiny_oracle.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def key_listing():
+    """Parse a reference key listing into ``{key: (shape, dtype)}`` (state_dict order)."""
+
+    def parse(name: str) -> dict[str, tuple[list[int], str]]:
+        out = {}
+        for line in _shared(name).read_text().splitlines():
+            fields = [f.strip() for f in line.split(" | ")]
+            if line.startswith("#") or len(fields) != 4 or not fields[1].startswith("["):
+                continue
+            shape = [int(v) for v in fields[1].strip("[]").split(",") if v.strip()]
+            out[fields[0]] = (shape, fields[2])
+        return out
+
+    return parse
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoint(tmp_path_factory, key_listing):
+    """Write a reference-format checkpoint (SDDPM trainer layout: net_model, optim, step, x_T)
+    with random weights for every key of a listing; returns its path."""
+
+    def make(listing: str, *, ema: bool = False) -> Path:
+        g = torch.Generator().manual_seed(0)
+        sd = {k: (torch.zeros(shape, dtype=torch.int64) if dtype == "int64"
+                  else torch.randn(shape, generator=g) * 0.02)
+              for k, (shape, dtype) in key_listing(listing).items()}
+        path = tmp_path_factory.mktemp("ref") / (Path(listing).stem + ".pt")
+        payload = {"net_model": sd, "optim": {"state": {}, "param_groups": []}, "step": 1000,
+                   "x_T": torch.randn(4, 3, 32, 32, generator=g)}
+        if ema:
+            payload["ema_model"] = {k: v.clone() for k, v in sd.items()}
+        torch.save(payload, path)
+        return path
+
+    return make
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Make every path of a freshly initialised model matter: non-zero biases, non-trivial
+    BatchNorm statistics and a full-gain tail (the reference inits it at gain 1e-5)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("tsmp"):
+                p.copy_(0.7 + 0.6 * torch.rand(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(0.8 + 0.4 * torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(0.3 + 0.2 * torch.randn(m.bias.shape, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+        w = model.tail_conv.weight
+        torch.nn.init.xavier_uniform_(w, gain=1.0, generator=g)
+    return model.eval()
+
+
+@pytest.fixture
+def randomized():
+    return randomize
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent implementation of the reference forward pass, written from
+# ../shared/reference/spiking-diffusion-models.md, for tests that must not trust the model code.
+# It loops over SNN steps OUTSIDE the network (the model loops inside each layer), works on the
+# raw state_dict with functional ops, and uses the Conv3d itself for the output layer.
+# ---------------------------------------------------------------------------------------------
+
+def _bn(sd, p, x):
+    return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"],
+                        sd[f"{p}.bias"], False, 0.0, 1e-5)
+
+
+def _conv(sd, p, x, s, stride=1):
+    if f"{p}.tsmp" in sd:
+        w, b = sd[f"{p}.tsmconv.weight"], sd[f"{p}.tsmconv.bias"]
+        y = F.conv2d(x, w, b, stride=stride, padding=w.shape[-1] // 2)
+        return y * sd[f"{p}.tsmp"][s, 0]
+    w, b = sd[f"{p}.weight"], sd[f"{p}.bias"]
+    return F.conv2d(x, w, b, stride=stride, padding=w.shape[-1] // 2)
+
+
+def _swish(x):
+    return x * torch.sigmoid(x)
+
+
+def reference_forward(sd: dict, x: torch.Tensor, t: torch.Tensor, *, snn_steps: int,
+                      threshold: float = 1.0):
+    """eps and the spikes of every IF layer ({name: [T,B,C,H,W]}) for one call from rest."""
+    temb = sd["time_embedding.timembedding.0.weight"][t]
+    temb = _swish(F.linear(temb, sd["time_embedding.timembedding.1.weight"],
+                           sd["time_embedding.timembedding.1.bias"]))
+    temb = F.linear(temb, sd["time_embedding.timembedding.3.weight"],
+                    sd["time_embedding.timembedding.3.bias"])
+    v: dict[str, torch.Tensor] = {}
+    spikes: dict[str, list] = {}
+
+    def fire(name, inp):
+        u = v.get(name, torch.zeros_like(inp)) + inp
+        s = (u >= threshold).float()
+        v[name] = u * (1 - s)
+        spikes.setdefault(name, []).append(s)
+        return s
+
+    def blocks(prefix):
+        i = 0
+        while any(k.startswith(f"{prefix}.{i}.") for k in sd):
+            yield f"{prefix}.{i}", f"{prefix}.{i}.temb_proj.1.weight" in sd
+            i += 1
+
+    per_step = []
+    for s in range(snn_steps):
+        h = _bn(sd, "bn", _conv(sd, "conv", x, s))
+        h = _bn(sd, "bn_identity", _conv(sd, "conv_identity", fire("neuron", h), s))
+        hs = [h]
+
+        def run(p, is_res, h, up=False, down=False):
+            if is_res:
+                a = _bn(sd, f"{p}.bn1", _conv(sd, f"{p}.conv1", fire(f"{p}.neuron1", h), s))
+                a = a + F.linear(_swish(temb), sd[f"{p}.temb_proj.1.weight"],
+                                 sd[f"{p}.temb_proj.1.bias"])[:, :, None, None]
+                a = _bn(sd, f"{p}.bn2", _conv(sd, f"{p}.conv2", fire(f"{p}.neuron2", a), s))
+                has_sc = f"{p}.shortcut.weight" in sd or f"{p}.shortcut.tsmp" in sd
+                return a + (_conv(sd, f"{p}.shortcut", h, s) if has_sc else h)
+            z = fire(f"{p}.neuron", h)
+            if up:
+                z = F.interpolate(z, scale_factor=2, mode="nearest")
+            return _bn(sd, f"{p}.bn", _conv(sd, f"{p}.conv", z, s, stride=2 if down else 1))
+
+        for p, is_res in blocks("downblocks"):
+            h = run(p, is_res, h, down=not is_res)
+            hs.append(h)
+        for p, is_res in blocks("middleblocks"):
+            h = run(p, is_res, h)
+        for p, is_res in blocks("upblocks"):
+            if is_res:
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = run(p, is_res, h, up=not is_res)
+        h = _conv(sd, "tail_conv", _swish(_bn(sd, "tail_bn", h)), s)
+        per_step.append(h)
+    h = torch.stack(per_step)  # [T,B,C,H,W]
+    z = F.conv3d(h.permute(1, 2, 3, 4, 0), sd["T_output_layer.weight"], sd["T_output_layer.bias"],
+                 padding=(1, 1, 0)).permute(4, 0, 1, 2, 3)
+    z = torch.stack([_bn(sd, "last_bn", z[s]) for s in range(snn_steps)])
+    h = _swish(z) + h
+    eps = sum(math.pow(0.8, snn_steps - 1 - s) * h[s] for s in range(snn_steps))
+    return eps, {k: torch.stack(vs) for k, vs in spikes.items()}
+
+
+@pytest.fixture
+def per_step_reference():
+    return reference_forward

@@ -1,0 +1,43 @@
+"""The command line: sample writes its outputs, python -m works, errors are clean."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdm_neuro import SpikingUNet, UNetConfig, __version__
+from sdm_neuro.checkpoint import save_checkpoint
+from sdm_neuro.cli import main as cli
+
+TINY = UNetConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8)
+
+
+def test_sample_writes_grid_array_and_json(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "m.pt", TINY, SpikingUNet(TINY).state_dict())
+    out = tmp_path / "s"
+    assert cli(["sample", str(ckpt), "--sampler", "ddim", "--steps", "4", "--num", "3",
+                "--batch", "2", "--out", str(out), "--quiet", "--threshold", "0.999"]) == 0
+    arr = np.load(out / "samples.npy")
+    assert arr.shape == (3, 1, 8, 8) and arr.dtype == np.float32
+    assert Image.open(out / "samples.png").size[0] > 64
+    info = json.loads((out / "sample.json").read_text())
+    assert info["sampler"] == "ddim" and info["num"] == 3 and info["threshold"] == 0.999
+    assert sorted(p.name for p in out.iterdir()) == ["sample.json", "samples.npy", "samples.png"]
+
+
+def test_usage_errors_exit_nonzero(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "m.pt", TINY, SpikingUNet(TINY).state_dict())
+    assert cli(["sample", str(ckpt), "--steps", "0", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--steps must be in [1, 1000]" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "samples.npy").exists()
+
+
+def test_python_dash_m_and_version():
+    r = subprocess.run([sys.executable, "-m", "sdm_neuro", "--version"], capture_output=True,
+                       text=True, check=True)
+    assert r.stdout.strip() == f"sdm-neuro {__version__}"
