@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import SdmNeuroError, UsageError
+from .errors import SdmNeuroError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +119,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, ckpt = _load(args)
     if args.threshold is not None:
         model.set_threshold(args.threshold)
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = ckpt.config
     out: Path = args.out
     t0 = time.perf_counter()

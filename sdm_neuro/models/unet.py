@@ -1,7 +1,7 @@
 """The SDDPM spiking U-Net (``Spk_UNet``) and SDM's temporal-wise variant (``Spk_UNet_TSM``).
 
 Same forward semantics and state_dict key names as the reference code, so a reference
-checkpoint loads with strict key checking. See ``docs`` in the README for the data flow.
+checkpoint loads with strict key checking. The README's "Semantics" section summarises the data flow.
 """
 
 from __future__ import annotations
