@@ -87,11 +87,15 @@ def make_conv(tsm: bool, snn_steps: int, in_ch: int, out_ch: int, kernel_size: i
     return conv
 
 
+def over_time(fn, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2-D op to ``[T, B, C, H, W]`` on the time-flattened batch (row = step*B + b)."""
+    y = fn(x.flatten(0, 1))
+    return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
 def conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``bn(conv(.))`` to ``[T, B, C, H, W]`` on the time-flattened batch."""
-    steps, batch = x.shape[:2]
-    y = bn(conv(x.flatten(0, 1)))
-    return y.reshape(steps, batch, *y.shape[1:])
+    """``bn(conv(.))`` on ``[T, B, C, H, W]``."""
+    return over_time(lambda z: bn(conv(z)), x)
 
 
 class ResBlock(nn.Module):
@@ -118,36 +122,35 @@ class ResBlock(nn.Module):
         # temb holds one row per distinct t; t_index maps batch rows to them.
         h = h + self.temb_proj(temb)[t_index][:, :, None, None]  # per-sample, per-channel bias
         h = conv_bn(self.conv2, self.bn2, self.neuron2(h))
-        steps, batch = x.shape[:2]
-        sc = self.shortcut(x.flatten(0, 1))
-        return h + sc.reshape(steps, batch, *sc.shape[1:])
+        return h + over_time(self.shortcut, x)
 
 
-class DownSample(nn.Module):
+class _Resample(nn.Module):
+    """``BN(conv3x3(resize(IF(x))))``: the spiking down/up-sampling blocks."""
+
+    stride = 1
+
+    def __init__(self, ch: int, *, tsm: bool, snn_steps: int, threshold: float = 1.0) -> None:
+        super().__init__()
+        self.conv = make_conv(tsm, snn_steps, ch, ch, 3, self.stride, 1)
+        self.bn = nn.BatchNorm2d(ch)
+        self.neuron = IFNeuron(threshold)
+
+    def resize(self, s: torch.Tensor) -> torch.Tensor:
+        return s
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
+        return over_time(lambda z: self.bn(self.conv(self.resize(z))), self.neuron(x))
+
+
+class DownSample(_Resample):
     """``BN(conv3x3 stride 2 (IF(x)))``."""
 
-    def __init__(self, ch: int, *, tsm: bool, snn_steps: int, threshold: float = 1.0) -> None:
-        super().__init__()
-        self.conv = make_conv(tsm, snn_steps, ch, ch, 3, 2, 1)
-        self.bn = nn.BatchNorm2d(ch)
-        self.neuron = IFNeuron(threshold)
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
-        return conv_bn(self.conv, self.bn, self.neuron(x))
+    stride = 2
 
 
-class UpSample(nn.Module):
+class UpSample(_Resample):
     """``BN(conv3x3(nearest_x2(IF(x))))``."""
 
-    def __init__(self, ch: int, *, tsm: bool, snn_steps: int, threshold: float = 1.0) -> None:
-        super().__init__()
-        self.conv = make_conv(tsm, snn_steps, ch, ch, 3, 1, 1)
-        self.bn = nn.BatchNorm2d(ch)
-        self.neuron = IFNeuron(threshold)
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, t_index: torch.Tensor) -> torch.Tensor:
-        s = self.neuron(x)
-        steps, batch = s.shape[:2]
-        up = F.interpolate(s.flatten(0, 1), scale_factor=2, mode="nearest")
-        y = self.bn(self.conv(up))
-        return y.reshape(steps, batch, *y.shape[1:])
+    def resize(self, s: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(s, scale_factor=2, mode="nearest")
