@@ -47,7 +47,7 @@ def main() -> None:
             x = torch.randn(b, 3, 32, 32)
             t = torch.full((b,), 500)
             with torch.no_grad():
-                sec = timed(lambda: model(x, t), args.repeats)
+                sec = timed(lambda m=model, x=x, t=t: m(x, t), args.repeats)
             results.append({"config": "sddpm-paper-cifar10", "snn_steps": snn_steps, "batch": b,
                             "seconds_per_call": round(sec, 4)})
             print(json.dumps(results[-1]))

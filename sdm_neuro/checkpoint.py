@@ -63,7 +63,7 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        m = re.search(r"GLOBAL (\S+)|Unsupported global: (\S+)|Unsupported class (\S+)", msg)
+        m = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)|GLOBAL (\S+)|Unsupported class (\S+)", msg)
         if "Weights only load failed" in msg and m:
             what = f" (it references {next(g for g in m.groups() if g)})"
             raise CheckpointError(
@@ -318,8 +318,8 @@ def check_state_dict(config: UNetConfig, sd: dict[str, torch.Tensor], *, source:
         more = f" ... and {len(items) - 12} more" if len(items) > 12 else ""
         return f"{title} ({len(items)}): {', '.join(items[:12])}{more}."
 
-    parts = [f"{source}: the state_dict does not fit the model configuration "
-             f"{config.to_dict()}."]
+    parts = [(f"{source}: the state_dict does not fit the model configuration "
+              f"{config.to_dict()}.")]
     if missing:
         parts.append(listing("Missing keys", missing))
     if unexpected:
@@ -335,9 +335,17 @@ def check_state_dict(config: UNetConfig, sd: dict[str, torch.Tensor], *, source:
 
 def save_checkpoint(path: str | Path, config: UNetConfig, net_model: dict[str, torch.Tensor],
                     *, ema_model: dict[str, torch.Tensor] | None = None,
-                    meta: dict[str, Any] | None = None) -> Path:
-    """Write a native checkpoint atomically (``.safetensors`` suffix: safetensors, else torch)."""
+                    meta: dict[str, Any] | None = None,
+                    train_state: dict[str, Any] | None = None) -> Path:
+    """Write a native checkpoint atomically (``.safetensors`` suffix: safetensors, else torch).
+
+    ``train_state`` (optimizer moments, RNG states, step: what exact resume needs) holds only
+    tensors and plain containers, so it too loads with ``weights_only=True``; torch format only.
+    """
     path = Path(path)
+    if train_state is not None and path.suffix == ".safetensors":
+        raise UsageError(f"{path}: a resumable training checkpoint needs the .pt format "
+                         "(safetensors holds tensors only, not the optimizer state).")
     check_state_dict(config, net_model, source="net_model")
     if ema_model is not None:
         check_state_dict(config, ema_model, source="ema_model")
@@ -355,5 +363,16 @@ def save_checkpoint(path: str | Path, config: UNetConfig, net_model: dict[str, t
 
     payload = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "config": config.to_dict(),
                **{g: {k: v.detach().cpu() for k, v in sd.items()} for g, sd in groups.items()},
-               "meta": meta}
+               "meta": meta, **({"train_state": train_state} if train_state is not None else {})}
     return write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_train_state(path: str | Path) -> dict[str, Any]:
+    """The ``train_state`` of a checkpoint written by ``sdm-neuro train`` (for ``--resume``)."""
+    path = Path(path)
+    obj = _safetensors_load(path) if path.suffix == ".safetensors" else _torch_load(path)
+    state = obj.get("train_state") if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: no training state to resume from (only checkpoints "
+                              "written by 'sdm-neuro train' in .pt format carry one).")
+    return state

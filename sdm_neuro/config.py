@@ -61,7 +61,7 @@ class UNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "UNetConfig":
+    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> UNetConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -72,7 +72,7 @@ class UNetConfig:
         except TypeError as e:  # wrong value types
             raise ConfigError(f"{source}: invalid model configuration {d}: {e}.") from None
 
-    def replace(self, **changes: Any) -> "UNetConfig":
+    def replace(self, **changes: Any) -> UNetConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -30,3 +30,9 @@ class CheckpointError(SdmNeuroError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint's state_dict does not fit the model: missing/unexpected keys, shapes."""
+
+
+class DatasetError(SdmNeuroError):
+    """A dataset file is missing or malformed (names the file and what was expected)."""
+
+    exit_code = 5

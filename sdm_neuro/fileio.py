@@ -18,11 +18,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -39,6 +46,7 @@ def atomic_dir(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path
                          "pass --force to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():
@@ -54,3 +62,15 @@ def write_json(path: str | os.PathLike, obj: object) -> Path:
 
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_npy(path: str | os.PathLike, array: object) -> Path:
+    """``np.save`` atomically (through a file object: ``np.save`` would append ``.npy`` to the
+    temporary name)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return write_atomic(path, write)

@@ -153,16 +153,16 @@ def reference_forward(sd: dict, x: torch.Tensor, t: torch.Tensor, *, snn_steps: 
 
         def run(p, is_res, h, up=False, down=False):
             if is_res:
-                a = _bn(sd, f"{p}.bn1", _conv(sd, f"{p}.conv1", fire(f"{p}.neuron1", h), s))
+                a = _bn(sd, f"{p}.bn1", _conv(sd, f"{p}.conv1", fire(f"{p}.neuron1", h), s))  # noqa: B023 - called in this iteration
                 a = a + F.linear(_swish(temb), sd[f"{p}.temb_proj.1.weight"],
                                  sd[f"{p}.temb_proj.1.bias"])[:, :, None, None]
-                a = _bn(sd, f"{p}.bn2", _conv(sd, f"{p}.conv2", fire(f"{p}.neuron2", a), s))
+                a = _bn(sd, f"{p}.bn2", _conv(sd, f"{p}.conv2", fire(f"{p}.neuron2", a), s))  # noqa: B023 - called in this iteration
                 has_sc = f"{p}.shortcut.weight" in sd or f"{p}.shortcut.tsmp" in sd
-                return a + (_conv(sd, f"{p}.shortcut", h, s) if has_sc else h)
+                return a + (_conv(sd, f"{p}.shortcut", h, s) if has_sc else h)  # noqa: B023 - called in this iteration
             z = fire(f"{p}.neuron", h)
             if up:
                 z = F.interpolate(z, scale_factor=2, mode="nearest")
-            return _bn(sd, f"{p}.bn", _conv(sd, f"{p}.conv", z, s, stride=2 if down else 1))
+            return _bn(sd, f"{p}.bn", _conv(sd, f"{p}.conv", z, s, stride=2 if down else 1))  # noqa: B023 - called in this iteration
 
         for p, is_res in blocks("downblocks"):
             h = run(p, is_res, h, down=not is_res)

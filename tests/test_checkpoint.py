@@ -6,9 +6,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdm_neuro import CheckpointError, CheckpointMismatchError, SpikingUNet, UNetConfig, UsageError
-from sdm_neuro.checkpoint import (FORMAT_TAG, FORMAT_VERSION, infer_config, load_model,
-                                  read_checkpoint, save_checkpoint)
+from sdm_neuro import (
+    CheckpointError,
+    CheckpointMismatchError,
+    SpikingUNet,
+    UNetConfig,
+    UsageError,
+)
+from sdm_neuro.checkpoint import (
+    FORMAT_TAG,
+    FORMAT_VERSION,
+    infer_config,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from sdm_neuro.cli import main as cli
 from sdm_neuro.models import count_parameters
 
@@ -125,8 +137,9 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         "pickle-code": (tmp / "evil.pt", "would execute code"),
         "not-a-dict": (tmp / "list.pt", "holds a list"),
         "no-weights": (tmp / "noweights.pt", "no model weights found"),
-        "keys": (tmp / "keys.pt", r"Missing keys \(1\): downblocks.0.conv1.weight.*Unexpected keys "
-                                  r"\(1\): extra.weight.*bn.weight: expected \[8\], got \[3\]"),
+        "keys": (tmp / "keys.pt", (r"Missing keys \(1\): downblocks.0.conv1.weight.*Unexpected "
+                                   r"keys \(1\): extra.weight.*bn.weight: expected \[8\], "
+                                   r"got \[3\]")),
         "future-version": (tmp / "future.pt", "format_version 2 is not supported"),
         "inconsistent": (tmp / "inconsistent.pt", "disagrees with the weights"),
     }

@@ -5,8 +5,14 @@ import torch
 from torch.nn import functional as F
 
 from sdm_neuro import UsageError
-from sdm_neuro.diffusion import (LinearSchedule, NoiseSource, diffusion_loss, model_call_steps,
-                                 reference_step_list, sample)
+from sdm_neuro.diffusion import (
+    LinearSchedule,
+    NoiseSource,
+    diffusion_loss,
+    model_call_steps,
+    reference_step_list,
+    sample,
+)
 
 
 def fake_eps(x, t):

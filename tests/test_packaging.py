@@ -27,6 +27,10 @@ def test_regular_install_has_one_import_root(tmp_path):
     for sub in ("export", "simulators", "hardware_profiles"):
         assert (target / "sdm_neuro" / sub / "__init__.py").exists()
         assert (target / "sdm_neuro" / sub / "README.md").exists()
+    for asset in ("default_digits16.pt", "digits16_classifier.pt", "MODEL_CARD.md"):
+        assert (target / "sdm_neuro" / "assets" / asset).is_file(), asset
+    for sub in ("data", "evaluation"):
+        assert (target / "sdm_neuro" / sub / "__init__.py").exists()
     code = ("import sdm_neuro.export, sdm_neuro.simulators, sdm_neuro.hardware_profiles, "
             "sdm_neuro.cli; print(sdm_neuro.export.__file__)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,

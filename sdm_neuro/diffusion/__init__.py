@@ -4,5 +4,5 @@ from .loss import diffusion_loss
 from .samplers import SAMPLERS, NoiseSource, generate, model_call_steps, reference_step_list, sample
 from .schedule import LinearSchedule
 
-__all__ = ["SAMPLERS", "LinearSchedule", "NoiseSource", "diffusion_loss", "model_call_steps",
-           "generate", "reference_step_list", "sample"]
+__all__ = ["SAMPLERS", "LinearSchedule", "NoiseSource", "diffusion_loss", "generate",
+           "model_call_steps", "reference_step_list", "sample"]

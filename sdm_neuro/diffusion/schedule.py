@@ -26,7 +26,7 @@ class LinearSchedule:
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (coefficients cast to float32 after
         the float64 computation, as the reference trainer does)."""
-        abar = self.alphas_bar[t]
+        abar = self.alphas_bar.to(t.device)[t]
         shape = (-1,) + (1,) * (x0.dim() - 1)
         return (abar.sqrt().float().view(shape) * x0
                 + (1.0 - abar).sqrt().float().view(shape) * noise)

@@ -14,7 +14,16 @@ from torch.nn import functional as F
 
 from ..config import UNetConfig
 from ..errors import ConfigError, UsageError
-from .layers import DownSample, IFNeuron, ResBlock, Swish, TimeEmbedding, UpSample, conv_bn, make_conv
+from .layers import (
+    DownSample,
+    IFNeuron,
+    ResBlock,
+    Swish,
+    TimeEmbedding,
+    UpSample,
+    conv_bn,
+    make_conv,
+)
 
 MEMBRANE_DECAY = 0.8  # hard-coded in the reference MembraneOutputLayer
 
@@ -31,7 +40,7 @@ class SpikingUNet(nn.Module):
         super().__init__()
         self.config = config
         c, steps, tsm = config.ch, config.snn_steps, config.tsm
-        kw = dict(tsm=tsm, snn_steps=steps, threshold=threshold)
+        kw = {"tsm": tsm, "snn_steps": steps, "threshold": threshold}
 
         self.time_embedding = TimeEmbedding(config.diffusion_steps, c, config.tdim)
         self.conv = make_conv(tsm, steps, config.img_ch, c, 3, 1, 1)

@@ -1,0 +1,109 @@
+"""Sample quality against a dataset: FID / KID in the project classifier's feature space (and
+Inception's when weights are given), recognisability, and the real-data floor / noise ceiling
+measured in the same run so every figure has its scale beside it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .classifier import TrainedClassifier
+from .stats import fid_from_features, kid
+
+NOT_INCEPTION = ("FID/KID are computed in the feature space of the sdm-neuro {dataset} classifier "
+                 "({dim}-d penultimate layer), NOT Inception-v3: compare them only with figures "
+                 "computed with the same classifier file.")
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """The metrics of one image set against the training set."""
+
+    name: str
+    n: int
+    fid: float
+    kid: float
+    kid_std: float
+    confident: float          # fraction with max class probability >= threshold
+    confident_stderr: float   # binomial standard error of that fraction
+    class_entropy: float      # entropy (nats) of the predicted-class histogram
+    class_counts: tuple[int, ...]
+    inception_fid: float | None = None
+
+
+def recognisability(probs: np.ndarray, threshold: float = 0.9) -> tuple[float, float, float,
+                                                                          tuple[int, ...]]:
+    """(confident fraction, its standard error, class-histogram entropy in nats, counts)."""
+    n, k = probs.shape
+    p = float((probs.max(1) >= threshold).mean())
+    counts = np.bincount(probs.argmax(1), minlength=k)
+    freq = counts[counts > 0] / n
+    return p, math.sqrt(p * (1 - p) / n), float(-(freq * np.log(freq)).sum()), tuple(
+        int(c) for c in counts)
+
+
+def noise_images(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The ceiling: standard normal noise clipped to the image range."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *shape), generator=g).clamp(-1, 1)
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    dataset: str
+    classifier: str
+    feature_dim: int
+    threshold: float
+    kid_subsets: int
+    kid_subset_size: int
+    rows: tuple[QualityRow, ...]
+
+    def row(self, name: str) -> QualityRow:
+        return next(r for r in self.rows if r.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "classifier": self.classifier,
+                "feature_dim": self.feature_dim,
+                "note": NOT_INCEPTION.format(dataset=self.dataset, dim=self.feature_dim),
+                "confidence_threshold": self.threshold, "entropy_max": math.log(
+                    len(self.rows[0].class_counts)), "kid_subsets": self.kid_subsets,
+                "kid_subset_size": self.kid_subset_size,
+                "rows": {r.name: {k: v for k, v in asdict(r).items() if k != "name"}
+                         for r in self.rows}}
+
+
+def evaluate_sets(sets: dict[str, torch.Tensor], train_images: torch.Tensor,
+                  classifier: TrainedClassifier, *, classifier_name: str = "",
+                  threshold: float = 0.9, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                  seed: int = 0, inception: Any = None, progress: bool = False) -> QualityReport:
+    """Score every image set in ``sets`` (name -> [N, C, H, W] in [-1, 1]) against the training
+    images. ``inception``: an Inception feature extractor (adds Inception FID)."""
+    train_feats, _ = classifier.run(train_images)
+    inc_train = None
+    if inception is not None:
+        from .inception import inception_features
+
+        inc_train = inception_features(inception, train_images, progress=progress)
+    rows = []
+    # One subset size for every row, so their KIDs are comparable.
+    size = min(kid_subset_size, len(train_feats), *(len(x) for x in sets.values()))
+    for name, images in sets.items():
+        feats, probs = classifier.run(images)
+        k_mean, k_std = kid(feats, train_feats, subsets=kid_subsets, subset_size=size, seed=seed)
+        conf, err, ent, counts = recognisability(probs, threshold)
+        inc = None
+        if inc_train is not None:
+            from .inception import inception_features
+
+            inc = fid_from_features(inception_features(inception, images, progress=progress),
+                                    inc_train)
+        rows.append(QualityRow(name=name, n=len(images), fid=fid_from_features(feats, train_feats),
+                               kid=k_mean, kid_std=k_std, confident=conf, confident_stderr=err,
+                               class_entropy=ent, class_counts=counts, inception_fid=inc))
+    return QualityReport(dataset=classifier.dataset, classifier=classifier_name,
+                         feature_dim=classifier.config.feature_dim, threshold=threshold,
+                         kid_subsets=kid_subsets, kid_subset_size=size, rows=tuple(rows))

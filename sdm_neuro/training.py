@@ -1,0 +1,290 @@
+"""Training: the SDDPM reference recipe (Adam, linear warm-up, grad clip, random t, epsilon MSE)
+plus an EMA of the weights, periodic checkpoints and exact resume.
+
+Exact resume: the batch for step k is a pure function of (seed, k) (a fresh permutation of the
+dataset per epoch, seeded by (seed, epoch)); t, the noise and the flips come from one generator
+whose state is saved with the optimizer moments. Resuming from step k therefore replays steps
+k+1... bit for bit as the uninterrupted run would (same device and threads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import read_checkpoint, read_train_state, save_checkpoint
+from .config import PAPER_CIFAR10, UNetConfig
+from .diffusion import LinearSchedule, diffusion_loss
+from .errors import ConfigError, UsageError
+from .fileio import write_json
+from .models.unet import SpikingUNet
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a run. Defaults are the SDDPM reference recipe except EMA, which the
+    reference applies at 0.9999 over 500k steps: pick a decay that fits the run length."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    steps: int = 500_000
+    batch_size: int = 32
+    lr: float = 2e-4
+    warmup: int = 5000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    seed: int = 0
+    hflip: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {"steps": self.steps >= 1, "batch_size": self.batch_size >= 1,
+                  "lr": self.lr > 0, "warmup": self.warmup >= 0, "grad_clip": self.grad_clip > 0,
+                  "ema_decay": 0.0 <= self.ema_decay < 1.0}
+        for name, ok in checks.items():
+            if not ok:
+                raise UsageError(f"train: invalid {name} = {getattr(self, name)!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def default_model_config(dataset: str, img_size: int | None = None) -> UNetConfig:
+    """Architecture presets: the shipped default model's for digits, a mid-size U-Net for the
+    28x28 sets, the SDDPM paper configuration for CIFAR-10."""
+    if dataset == "digits":
+        return UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=4,
+                          img_size=img_size or 16)
+    if dataset in ("mnist", "fashion-mnist"):
+        return UNetConfig(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, img_ch=1, snn_steps=4,
+                          img_size=img_size or 28)
+    if dataset == "cifar10":
+        return PAPER_CIFAR10.replace(img_size=img_size or 32)
+    raise UsageError(f"unknown dataset {dataset!r}.")
+
+
+def to_tsm_state_dict(sd: dict[str, torch.Tensor], config: UNetConfig) -> dict[str, torch.Tensor]:
+    """Map a non-TSM state_dict onto a TSM model (SDM fine-tunes TSM from an SDDPM model):
+    ``X.weight`` -> ``X.tsmconv.weight``, gains ``X.tsmp`` start at 1 (the same function)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, ref in SpikingUNet(config).state_dict().items():
+        plain = key.replace(".tsmconv.", ".")
+        if key in sd:
+            out[key] = sd[key]
+        elif key.endswith(".tsmp"):
+            out[key] = torch.ones_like(ref)
+        elif plain in sd:
+            out[key] = sd[plain]
+        else:
+            raise ConfigError(f"cannot initialise {key}: the source weights have neither it nor "
+                              f"{plain}.")
+    return out
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Dataset indices of the batch at ``step``: consecutive slices of per-epoch permutations."""
+    start = step * batch_size
+    out: list[torch.Tensor] = []
+    while batch_size > 0:
+        epoch, offset = divmod(start, n)
+        perm = _epoch_permutation(n, seed, epoch)
+        take = perm[offset:offset + batch_size]
+        out.append(take)
+        start += len(take)
+        batch_size -= len(take)
+    return torch.cat(out)
+
+
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    s = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(s))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """The reference's EMA: every floating state entry (BN statistics included) moves towards
+    the model's; integer buffers (BN batch counters) are copied."""
+    src = model.state_dict()
+    for k, v in ema.state_dict().items():
+        if v.is_floating_point():
+            v.lerp_(src[k], 1.0 - decay)
+        else:
+            v.copy_(src[k])
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    release: Path | None
+    step: int
+    seconds: float
+    final_loss: float
+    log_json: Path
+    loss_png: Path
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine.")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"--device {device!r}: {e}") from None
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def train(model_config: UNetConfig, config: TrainConfig, *, out: str | Path,
+          save_every: int = 1000, device: str = "auto", resume: str | Path | None = None,
+          init: str | Path | None = None, release: str | Path | None = None,
+          progress: bool = True, command: str = "", log: Callable[[str], None] = print,
+          ) -> TrainResult:
+    """Train (or resume) a SpikingUNet; write ``out`` (resumable) every ``save_every`` steps and at
+    the end, and ``release`` (EMA weights only, no optimizer state) at the end."""
+    from tqdm.auto import tqdm
+
+    from .data import load_dataset
+
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise UsageError(f"--out {out}: a training checkpoint is written in .pt format.")
+    dev = resolve_device(device)
+    data = load_dataset(config.dataset, split="train", data_dir=config.data_dir,
+                        img_size=model_config.img_size)
+    if data.image_shape[0] != model_config.img_ch:
+        raise ConfigError(f"{config.dataset} images have {data.image_shape[0]} channel(s); the "
+                          f"model has img_ch = {model_config.img_ch}.")
+    images = data.images.to(dev)
+
+    with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
+        torch.manual_seed(config.seed)
+        model = SpikingUNet(model_config).to(dev)
+    if init is not None:
+        ck = read_checkpoint(init, snn_steps=model_config.snn_steps)
+        if ck.config.tsm and not model_config.tsm:
+            raise ConfigError(f"{init}: a TSM checkpoint cannot initialise a non-TSM model.")
+        sd = to_tsm_state_dict(ck.state_dict, model_config) if model_config.tsm else ck.state_dict
+        model.load_state_dict(sd)
+    ema = SpikingUNet(model_config).to(dev)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch.Generator(device=dev).manual_seed(config.seed)
+    step, seconds, losses, run_loss = 0, 0.0, [], math.nan
+
+    if resume is not None:
+        state = read_train_state(resume)
+        ck = read_checkpoint(resume, weights="net")
+        model.load_state_dict(ck.state_dict)
+        ema.load_state_dict(read_checkpoint(resume, weights="ema").state_dict)
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+        step, seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
+        run_loss = float(state.get("running_loss", math.nan))
+        if step >= config.steps:
+            raise UsageError(f"{resume}: already at step {step}; pass --steps > {step} to go on.")
+
+    schedule = LinearSchedule()
+
+    def save(path: Path) -> None:
+        meta = {"dataset": config.dataset, "train_steps": step, "seconds": round(seconds, 1),
+                "hardware": _hardware(dev), "torch": str(torch.__version__), "command": command,
+                "train_config": config.to_dict(), "init": str(init) if init else None}
+        save_checkpoint(path, model_config, model.state_dict(), ema_model=ema.state_dict(),
+                        meta=meta, train_state={
+                            "step": step, "seconds": seconds, "losses": losses,
+                            "running_loss": run_loss,
+                            "optimizer": opt.state_dict(), "rng": gen.get_state()})
+
+    model.train()
+    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    t_last = t_start = time.perf_counter()
+    first = step
+    while step < config.steps:
+        idx = batch_indices(step, config.batch_size, len(images), config.seed).to(dev)
+        x0 = images[idx]
+        if config.hflip:
+            flip = torch.rand(len(idx), generator=gen, device=dev) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        loss = diffusion_loss(model, x0, schedule, gen)
+
+        for g in opt.param_groups:
+            g["lr"] = config.lr * min(1.0, (step + 1) / config.warmup) if config.warmup else config.lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        ema_update(ema, model, config.ema_decay)
+        step += 1
+
+        value = loss.item()
+        if not math.isfinite(value):
+            raise UsageError(f"train: the loss became {value} at step {step}; lower --lr.")
+        run_loss = value if math.isnan(run_loss) else 0.98 * run_loss + 0.02 * value
+        if step % 10 == 0:  # a fixed grid, so a resumed run logs what the straight run logs
+            losses.append([step, round(run_loss, 6)])
+        now = time.perf_counter()
+        seconds += now - t_last
+        t_last = now
+        rate = (step - first) * config.batch_size / max(now - t_start, 1e-9)
+        bar.set_postfix(loss=f"{run_loss:.4f}", img_s=f"{rate:.0f}", refresh=False)
+        bar.update(1)
+        if save_every and step % save_every == 0 and step < config.steps:
+            save(out)
+    bar.close()
+    save(out)
+    if release is not None:
+        save_checkpoint(release, model_config, ema.state_dict(), meta={
+            "dataset": config.dataset, "train_steps": step, "seconds": round(seconds, 1),
+            "hardware": _hardware(dev), "command": command,
+            "weights": f"EMA (decay {config.ema_decay})", "train_config": config.to_dict()})
+    log_json, loss_png = _write_loss_report(out, losses + [[step, round(run_loss, 6)]], config,
+                                            step, seconds)
+    log(f"saved {out} (step {step}, {seconds:.0f} s)"
+        + (f"; release weights {release}" if release else ""))
+    return TrainResult(out=out, release=Path(release) if release else None, step=step,
+                       seconds=seconds, final_loss=run_loss, log_json=log_json, loss_png=loss_png)
+
+
+def _write_loss_report(out: Path, losses: list[list[float]], config: TrainConfig, step: int,
+                       seconds: float) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from .fileio import write_atomic
+
+    log_json = write_json(out.with_suffix(".train.json"), {
+        "checkpoint": str(out), "step": step, "seconds": round(seconds, 1),
+        "train_config": config.to_dict(), "loss_ema_0.98": losses})
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if losses:
+        s, v = zip(*losses)
+        ax.plot(s, v, lw=1)
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="epsilon MSE (running mean)", title=f"{config.dataset}: training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = write_atomic(out.with_suffix(".loss.png"), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return log_json, png

@@ -1,0 +1,220 @@
+"""The bit-exact integer simulator of a quantized deployment graph (ideal timing).
+
+Every population sees its input in the same SNN step as in the PyTorch model. Neuron arithmetic
+is :mod:`.lif` (Lava's ``PyLifModelBitAcc``); a projection's accumulation ``W_int @ s`` is
+computed by a float32 conv, which is exact: binary spikes times integer weights |w| <= 256 give
+integer partial sums bounded by 256 * fan_in, and :func:`check_exact_accumulation` requires that
+bound below 2**24 (float32 represents every integer up to 2**24 exactly, so every partial sum
+and the result are exact whatever the summation order). Larger fan-ins fall back to float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+
+from ..deploy.graph import HOST, DeployGraph, Population, Projection, fan_out
+from ..deploy.host import decoder_tail, per_call_bias, pixel_current
+from ..errors import ConfigError
+from .float_graph import project
+from .lif import LifParams, LifState, lif_step
+
+FLOAT32_EXACT = 2**24
+
+
+def accumulation_bound(proj: Projection) -> int:
+    """Largest |partial sum| of ``W_int @ s`` for binary s: sum of |w| over one output's taps."""
+    w = proj.weight_int.to(torch.int64).abs()
+    if w.dim() == 5:  # TSM: per-step weight sets
+        w = w.amax(dim=0)
+    return int(w.flatten(1).sum(dim=1).max())
+
+
+def check_exact_accumulation(proj: Projection) -> torch.dtype:
+    """float32 when every partial sum is an integer below 2**24, else float64 (below 2**53)."""
+    return torch.float32 if accumulation_bound(proj) < FLOAT32_EXACT else torch.float64
+
+
+@dataclass
+class Counters:
+    """Per-call activity (summed over the batch), for statistics and the energy report."""
+
+    spikes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    synops: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    neuron_updates: int = 0
+    host_macs: int = 0
+    events: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # wraps, clips
+    calls: int = 0
+
+    def to_dict(self) -> dict:
+        return {"calls": self.calls, "neuron_updates": self.neuron_updates,
+                "host_macs": self.host_macs, "spikes": dict(self.spikes),
+                "synops": dict(self.synops), "events": dict(self.events)}
+
+
+def _shift(a: torch.Tensor, exp: int) -> torch.Tensor:
+    """Lava's ``a << weight_exp`` (floor right shift for a negative exponent)."""
+    return a << exp if exp >= 0 else a >> -exp
+
+
+def bias_mantissa(pop: Population, current: torch.Tensor, counters: Counters | None
+                  ) -> torch.Tensor:
+    """Float bias current -> 13-bit mantissa at the population's ``bias_exp`` (clipped, counted)."""
+    step = pop.scale * 2.0**pop.lif.bias_exp
+    mant = torch.round(current / step).to(torch.int64)
+    clipped = mant.clamp(-4096, 4095)
+    if counters is not None:
+        counters.events["bias_clip"] += int((clipped != mant).sum())
+    return clipped
+
+
+@dataclass
+class _Fused:
+    """All projections leaving one source with one geometry, run as one conv over the
+    concatenation of their non-zero output rows (an all-zero row is no synapse: skip padding
+    from skip concatenations costs nothing)."""
+
+    src: str
+    proto: Projection                  # geometry (stride, upsample, kernel)
+    weight: torch.Tensor               # [sum rows, C_src, k, k] (or [T, ...] for TSM)
+    dtype: torch.dtype
+    members: list[tuple[int, torch.Tensor, slice]]  # (projection index, dst rows, slice)
+
+
+class IntegerSimulator:
+    """Runs denoising calls of one quantized graph (ideal timing)."""
+
+    def __init__(self, graph: DeployGraph) -> None:
+        if not graph.quantized:
+            raise ConfigError("the deployment graph is not quantized (run quantize first).")
+        self.graph = graph
+        self.shapes = {p.name: p.shape for p in graph.populations}
+        self.params = {p.name: LifParams(du=p.lif.du, dv=p.lif.dv, vth=p.lif.vth,
+                                         bias_exp=p.lif.bias_exp) for p in graph.populations}
+        self.host_weights = {i: p.weight.float() for i, p in enumerate(graph.projections)
+                             if p.dst == HOST}  # the host decoder runs in float
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, p in enumerate(graph.projections):
+            if p.dst != HOST:
+                groups[(p.src, p.stride, p.upsample, p.kernel, p.weight_int.dim())].append(i)
+        self.fused: dict[str, list[_Fused]] = defaultdict(list)
+        self.fanout: dict[int, torch.Tensor] = {}
+        for members in groups.values():
+            parts, entries, start = [], [], 0
+            dtype = torch.float32
+            for i in members:
+                p = graph.projections[i]
+                w = p.weight_int
+                nz = w.flatten(-3).ne(0).any(-1)
+                rows = (nz.any(0) if w.dim() == 5 else nz).nonzero().flatten()
+                if not len(rows):
+                    continue
+                parts.append(w[:, rows] if w.dim() == 5 else w[rows])
+                entries.append((i, rows, slice(start, start + len(rows))))
+                start += len(rows)
+                if check_exact_accumulation(p) != torch.float32:
+                    dtype = torch.float64
+                sub = dataclasses.replace(p, weight=p.weight[rows])
+                self.fanout[i] = fan_out(sub, self.shapes[p.src]).to(torch.float64)
+            if entries:
+                p0 = graph.projections[members[0]]
+                weight = torch.cat(parts, dim=1 if parts[0].dim() == 5 else 0).to(dtype)
+                self.fused[p0.src].append(_Fused(p0.src, p0, weight, dtype, entries))
+
+    def _send(self, f: _Fused, spk: torch.Tensor, a_in: dict[str, torch.Tensor],
+              batch: int, first_step: int = 0) -> None:
+        """Project ``spk`` (SNN steps ``first_step...``) through the fused group into the
+        destinations' accumulators ``a_in``."""
+        z = spk.to(f.dtype)
+        if f.weight.dim() == 5:  # TSM: the weights of step s act on the spikes of step s
+            acc = torch.cat([project(f.proto, z[s:s + 1], f.weight[first_step + s])
+                             for s in range(z.shape[0])])
+        else:
+            acc = project(f.proto, z, f.weight)
+        acc = acc.to(torch.int64)  # exact: integer-valued (see check_exact_accumulation)
+        for i, rows, sl in f.members:
+            p = self.graph.projections[i]
+            if p.dst not in a_in:
+                c, h, w = self.shapes[p.dst]
+                a_in[p.dst] = torch.zeros(spk.shape[0], batch, c, h, w, dtype=torch.int64)
+            dst = a_in[p.dst]
+            part = _shift(acc[:, :, sl], p.weight_exp)
+            if len(rows) == dst.shape[2]:
+                dst += part
+            else:
+                dst.index_add_(2, rows, part)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        g = self.graph
+        steps, batch = g.config.snn_steps, x.shape[0]
+        pixels = pixel_current(g, x)
+        spikes: dict[str, torch.Tensor] = {}
+        a_in: dict[str, torch.Tensor] = {}
+        for pop in g.populations:
+            c, h, w = pop.shape
+            drive = a_in.pop(pop.name, None)
+            if drive is None:
+                drive = torch.zeros(steps, batch, c, h, w, dtype=torch.int64)
+            bias = bias_mantissa(pop, per_call_bias(g, pop, t, pixels), counters)
+            bias = bias.expand(steps, batch, c, h, w)
+            state = LifState.zeros((batch, c, h, w))
+            events: dict[str, int] = {}
+            out = torch.empty(steps, batch, c, h, w, dtype=torch.bool)
+            for s in range(steps):
+                out[s] = lif_step(state, drive[s], bias[s], self.params[pop.name],
+                                  counters=events, check=False)
+            spikes[pop.name] = out
+            for f in self.fused.get(pop.name, ()):
+                self._send(f, out, a_in, batch)
+            if counters is not None:
+                for k, v in events.items():
+                    counters.events[k] += v
+        if counters is not None:
+            self._count(spikes, batch, counters)
+        return self._decode(spikes, steps), spikes
+
+    def _count(self, spikes: dict[str, torch.Tensor], batch: int, counters: Counters) -> None:
+        """Spikes, synaptic operations (spikes x true fan-out), neuron updates, host MACs."""
+        g = self.graph
+        steps = g.config.snn_steps
+        for pop in g.populations:
+            out = spikes[pop.name]
+            counters.spikes[pop.name] += int(out.sum())
+            counters.neuron_updates += steps * batch * pop.neurons
+            per_src = out.sum(dim=(0, 1), dtype=torch.float64)
+            for f in self.fused.get(pop.name, ()):
+                for i, _, _ in f.members:
+                    p = g.projections[i]
+                    counters.synops[f"{p.src}->{p.dst}"] += int((per_src * self.fanout[i]).sum())
+        counters.calls += 1
+        counters.host_macs += host_macs(g, batch)
+
+    def _decode(self, spikes: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
+        """The host: read the decoder's projections (float weights), run the tail."""
+        g = self.graph
+        hsum = g.host.tail_bias[:, None, :, None, None].float()
+        for i, proj in enumerate(g.projections):
+            if proj.dst == HOST:
+                gain = torch.tensor(proj.gain or (1.0,) * steps).view(-1, 1, 1, 1, 1)
+                hsum = hsum + gain * project(proj, spikes[proj.src].float(), self.host_weights[i])
+        return decoder_tail(g, hsum).float()
+
+
+def host_macs(graph: DeployGraph, batch: int) -> int:
+    """Dense multiply-accumulates of the host per call: pixel conv, decoder input, tail."""
+    cfg = graph.config
+    steps, res, c_img = cfg.snn_steps, cfg.img_size, cfg.img_ch
+    stem = graph.populations[0]
+    macs = stem.neurons * c_img * 9  # the pixel conv, once per call
+    for proj in graph.projections:
+        if proj.dst == HOST:
+            c_out, c_in, k, _ = proj.weight.shape
+            macs += steps * c_out * res * res * c_in * k * k
+    c_tail = graph.host.tail_bias.shape[1]
+    macs += steps * res * res * (c_tail * c_img * 9 + c_img * c_img * 9)
+    return macs * batch

@@ -1,0 +1,116 @@
+"""Hardware-timed simulation: what Lava runs.
+
+Every Dense/Conv process delivers its input one time step after the spikes (Lava's
+``PyDenseModelBitAcc``), so populations at different depths run shifted. A population P runs its
+T_snn-step window from global step ``offset(P)`` = its longest path from the stem; a projection
+j -> P gets a synaptic delay of ``offset(P) - offset(j) - 1`` steps (<= 62, Lava's
+``DelayDense`` limit), so every path into P lines up. Each population is a ``LIFReset`` whose
+reset (interval = the call length) falls at its window start: whatever its constant bias did
+before (spurious spikes included) is erased, and any spike sent outside its window arrives
+outside the receiver's window too (a spike at step tau < offset(P) reaches P' at
+tau + offset(P') - offset(P) < offset(P')). So within every window the arithmetic is exactly
+the ideal mode's, and the host reads each population's spikes from its window. State is reset
+between denoising calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..deploy.graph import HOST, DeployGraph
+from ..deploy.host import per_call_bias, pixel_current
+from ..errors import ConfigError
+from .integer import Counters, IntegerSimulator, bias_mantissa
+from .lif import LifState, lif_reset, lif_step
+
+MAX_DELAY = 62
+
+
+def schedule(graph: DeployGraph) -> DeployGraph:
+    """Offsets (longest path from the stem) and balancing delays for every projection."""
+    offset: dict[str, int] = {}
+    for pop in graph.populations:  # topological order
+        ins = [offset[p.src] + 1 for p in graph.inputs(pop.name)]
+        offset[pop.name] = max(ins, default=0)
+    projs = []
+    for p in graph.projections:
+        if p.dst == HOST:
+            projs.append(p)
+            continue
+        delay = offset[p.dst] - offset[p.src] - 1
+        if not 0 <= delay <= MAX_DELAY:
+            raise ConfigError(f"projection {p.src} -> {p.dst}: needs a synaptic delay of {delay} "
+                              f"steps; Lava's DelayDense allows 0..{MAX_DELAY}.")
+        projs.append(dataclasses.replace(p, delay=delay))
+    pops = tuple(dataclasses.replace(p, offset=offset[p.name]) for p in graph.populations)
+    return graph.replace(populations=pops, projections=tuple(projs))
+
+
+def call_length(graph: DeployGraph) -> int:
+    return max(p.offset for p in graph.populations) + graph.config.snn_steps
+
+
+class TimedSimulator(IntegerSimulator):
+    """Global-time simulation of a scheduled graph; returns what the ideal mode returns."""
+
+    def __init__(self, graph: DeployGraph) -> None:
+        if not any(p.offset for p in graph.populations):
+            graph = schedule(graph)
+        super().__init__(graph)
+        self.length = call_length(graph)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        g = self.graph
+        steps, batch, length = g.config.snn_steps, x.shape[0], self.length
+        pixels = pixel_current(g, x)
+        state, bias, history = {}, {}, {}
+        for pop in g.populations:
+            c, h, w = pop.shape
+            state[pop.name] = LifState.zeros((batch, c, h, w))
+            # The host programs one bias per call; a per-step bias (TSM) is set per window step.
+            bias[pop.name] = bias_mantissa(pop, per_call_bias(g, pop, t, pixels), counters
+                                           ).expand(steps, batch, c, h, w)
+            history[pop.name] = torch.zeros(length, batch, c, h, w, dtype=torch.bool)
+        events: dict[str, int] = {}
+        offsets = {p.name: p.offset for p in g.populations}
+        for tau in range(length):
+            a_in: dict[str, torch.Tensor] = {}
+            for src, fused in self.fused.items():
+                arrive = {}
+                for f in fused:
+                    for i, _, _ in f.members:
+                        arrive[i] = tau - 1 - g.projections[i].delay
+                # One conv per (fused group, source step): members share the source step
+                # only when their delays agree, so send per distinct delay.
+                for f in fused:
+                    by_step: dict[int, list] = {}
+                    for m in f.members:
+                        by_step.setdefault(arrive[m[0]], []).append(m)
+                    for when, members in by_step.items():
+                        if when < 0 or not history[src][when].any():
+                            continue
+                        sub = dataclasses.replace(f, members=members)
+                        k = min(max(when - offsets[src], 0), steps - 1)  # TSM weight step
+                        self._send(sub, history[src][when:when + 1], a_in, batch, k)
+            for pop in g.populations:
+                c, h, w = pop.shape
+                st = state[pop.name]
+                if tau == pop.offset:  # LIFReset: time_step % length == offset + 1
+                    lif_reset(st)
+                drive = a_in.get(pop.name)
+                drive = drive[0] if drive is not None else torch.zeros(batch, c, h, w,
+                                                                       dtype=torch.int64)
+                k = min(max(tau - pop.offset, 0), steps - 1)
+                history[pop.name][tau] = lif_step(st, drive, bias[pop.name][k],
+                                                  self.params[pop.name], counters=events,
+                                                  check=False)
+        spikes = {p.name: history[p.name][p.offset:p.offset + steps] for p in g.populations}
+        if counters is not None:
+            for k, v in events.items():
+                counters.events[f"{k} (any step)"] += v
+            self._count(spikes, batch, counters)
+        return self._decode(spikes, steps), spikes
