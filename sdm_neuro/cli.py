@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_args(p)
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
     p.add_argument("--steps", type=int, default=1000, help="denoising steps (default 1000)")
-    p.add_argument("--num", type=int, default=500, help="number of samples (default 500)")
+    p.add_argument("--num", type=int, default=250, help="number of samples (default 250)")
     p.add_argument("--batch", type=int, default=250, help="batch size (default 250)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=None, help="threshold guidance value")

@@ -55,11 +55,6 @@ class Counters:
                 "synops": dict(self.synops), "events": dict(self.events)}
 
 
-def _shift(a: torch.Tensor, exp: int) -> torch.Tensor:
-    """Lava's ``a << weight_exp`` (floor right shift for a negative exponent)."""
-    return a << exp if exp >= 0 else a >> -exp
-
-
 def bias_mantissa(pop: Population, current: torch.Tensor, counters: Counters | None
                   ) -> torch.Tensor:
     """Float bias current -> 13-bit mantissa at the population's ``bias_exp`` (clipped, counted)."""
@@ -81,7 +76,7 @@ class _Fused:
     proto: Projection                  # geometry (stride, upsample, kernel)
     weight: torch.Tensor               # [sum rows, C_src, k, k] (or [T, ...] for TSM)
     dtype: torch.dtype
-    members: list[tuple[int, torch.Tensor, slice]]  # (projection index, dst rows, slice)
+    members: list[tuple[int, torch.Tensor, torch.Tensor]]  # (projection, dst rows, conv rows)
 
 
 class IntegerSimulator:
@@ -121,31 +116,50 @@ class IntegerSimulator:
                 self.fanout[i] = fan_out(sub, self.shapes[p.src]).to(torch.float64)
             if entries:
                 p0 = graph.projections[members[0]]
-                weight = torch.cat(parts, dim=1 if parts[0].dim() == 5 else 0).to(dtype)
-                self.fused[p0.src].append(_Fused(p0.src, p0, weight, dtype, entries))
+                tsm = parts[0].dim() == 5
+                weight = torch.cat(parts, dim=1 if tsm else 0)
+                # Equal integer rows (the same conv reaching several populations along an
+                # identity residual path) are computed once and gathered for each member.
+                flat = (weight.transpose(0, 1) if tsm else weight).flatten(1)
+                uniq, inverse = torch.unique(flat, dim=0, return_inverse=True)
+                if tsm:  # back to [T, rows, ...]
+                    uniq = uniq.view(-1, weight.shape[0], *weight.shape[2:]).transpose(0, 1)
+                else:
+                    uniq = uniq.view(-1, *weight.shape[1:])
+                entries = [(i, rows, inverse[sl]) for i, rows, sl in entries]
+                self.fused[p0.src].append(_Fused(p0.src, p0, uniq.to(dtype).contiguous(),
+                                                 dtype, entries))
 
     def _send(self, f: _Fused, spk: torch.Tensor, a_in: dict[str, torch.Tensor],
               batch: int, first_step: int = 0) -> None:
         """Project ``spk`` (SNN steps ``first_step...``) through the fused group into the
-        destinations' accumulators ``a_in``."""
-        z = spk.to(f.dtype)
+        destinations' accumulators ``a_in``.
+
+        Accumulators are float64 holding integers: the conv result is an exact integer (see
+        :func:`check_exact_accumulation`), ``x * 2**e`` is exact, ``floor(x * 2**-e)`` is Lava's
+        arithmetic right shift, and sums stay far below 2**53, so this equals the int64
+        computation while skipping its conversions."""
+        z = spk if spk.dtype == f.dtype else spk.to(f.dtype)
         if f.weight.dim() == 5:  # TSM: the weights of step s act on the spikes of step s
             acc = torch.cat([project(f.proto, z[s:s + 1], f.weight[first_step + s])
                              for s in range(z.shape[0])])
         else:
             acc = project(f.proto, z, f.weight)
-        acc = acc.to(torch.int64)  # exact: integer-valued (see check_exact_accumulation)
         for i, rows, sl in f.members:
             p = self.graph.projections[i]
             if p.dst not in a_in:
                 c, h, w = self.shapes[p.dst]
-                a_in[p.dst] = torch.zeros(spk.shape[0], batch, c, h, w, dtype=torch.int64)
+                a_in[p.dst] = torch.zeros(spk.shape[0], batch, c, h, w, dtype=torch.float64)
             dst = a_in[p.dst]
-            part = _shift(acc[:, :, sl], p.weight_exp)
+            part = acc.index_select(2, sl)
+            if p.weight_exp >= 0:
+                part.mul_(2.0**p.weight_exp)
+            else:
+                part = torch.floor(part.mul_(2.0**p.weight_exp))
             if len(rows) == dst.shape[2]:
                 dst += part
             else:
-                dst.index_add_(2, rows, part)
+                dst.index_add_(2, rows, part.to(dst.dtype))
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
@@ -158,8 +172,8 @@ class IntegerSimulator:
         for pop in g.populations:
             c, h, w = pop.shape
             drive = a_in.pop(pop.name, None)
-            if drive is None:
-                drive = torch.zeros(steps, batch, c, h, w, dtype=torch.int64)
+            drive = (torch.zeros(steps, batch, c, h, w, dtype=torch.int64) if drive is None
+                     else drive.to(torch.int64))
             bias = bias_mantissa(pop, per_call_bias(g, pop, t, pixels), counters)
             bias = bias.expand(steps, batch, c, h, w)
             state = LifState.zeros((batch, c, h, w))
@@ -169,8 +183,11 @@ class IntegerSimulator:
                 out[s] = lif_step(state, drive[s], bias[s], self.params[pop.name],
                                   counters=events, check=False)
             spikes[pop.name] = out
+            as_float = {}
             for f in self.fused.get(pop.name, ()):
-                self._send(f, out, a_in, batch)
+                if f.dtype not in as_float:
+                    as_float[f.dtype] = out.to(f.dtype)
+                self._send(f, as_float[f.dtype], a_in, batch)
             if counters is not None:
                 for k, v in events.items():
                     counters.events[k] += v

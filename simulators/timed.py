@@ -102,8 +102,8 @@ class TimedSimulator(IntegerSimulator):
                 if tau == pop.offset:  # LIFReset: time_step % length == offset + 1
                     lif_reset(st)
                 drive = a_in.get(pop.name)
-                drive = drive[0] if drive is not None else torch.zeros(batch, c, h, w,
-                                                                       dtype=torch.int64)
+                drive = (drive[0].to(torch.int64) if drive is not None
+                         else torch.zeros(batch, c, h, w, dtype=torch.int64))
                 k = min(max(tau - pop.offset, 0), steps - 1)
                 history[pop.name][tau] = lif_step(st, drive, bias[pop.name][k],
                                                   self.params[pop.name], counters=events,

@@ -10,9 +10,14 @@ from sdm_neuro.deploy import HOST
 from sdm_neuro.deploy.graph import Projection
 from sdm_neuro.deploy.host import per_call_bias, pixel_current
 from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
-from sdm_neuro.simulators.integer import (FLOAT32_EXACT, Counters, IntegerSimulator,
-                                          accumulation_bound, check_exact_accumulation)
 from sdm_neuro.simulators.float_graph import project
+from sdm_neuro.simulators.integer import (
+    FLOAT32_EXACT,
+    Counters,
+    IntegerSimulator,
+    accumulation_bound,
+    check_exact_accumulation,
+)
 
 CFG = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8)
 

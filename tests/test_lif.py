@@ -12,6 +12,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from sdm_neuro.errors import ConfigError
 from sdm_neuro.simulators.lif import (
     LifParams,
     LifState,
@@ -20,8 +22,6 @@ from sdm_neuro.simulators.lif import (
     lif_step,
     validate_bias,
 )
-
-from sdm_neuro.errors import ConfigError
 
 M = 2**23  # Lava's max_uv_val
 

@@ -3,7 +3,8 @@
 Per population (one LIF process, so one ``vth``): the membrane LSB ``q`` (float units) is set so
 that the largest membrane value and input current seen in calibration, with a margin, fit the
 24-bit ``v`` and ``u``: ``vth = (2**23 - 1) / (64 R)`` with R the range in thresholds, and
-``q = threshold / (64 vth)`` (the threshold compare is ``v > vth << 6``).
+``q = threshold / (64 vth)`` (the threshold compare is ``v > vth << 6``), vth rounded down to
+a power of two.
 Per projection (one ``weight_exp``): 8-bit weights, even integers in [-256, 254] so Lava's
 truncation is a no-op; ``W ~= W_int * 64 * 2**exp * q`` (the LIF adds ``a_in << 6``), with the
 smallest exponent that fits the largest weight. Per population ``bias_exp`` fits the largest bias
@@ -113,6 +114,10 @@ def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGra
         # bias current must fit 4095 << 7 membrane LSBs, which also bounds vth.
         if st.bias_max > 0:
             vth = min(vth, math.floor(BIAS_MANT_MAX * 2**BIAS_EXP_MAX / (64 * st.bias_max)))
+        # A power of two: every population's membrane LSB is then threshold * 2**-k, so equal
+        # float weights reaching different populations (the identity residual path) quantize
+        # to equal integers, which the simulator computes once. Costs < 1 bit of v resolution.
+        vth = 2 ** math.floor(math.log2(vth)) if vth >= 1 else 0
         if vth < 1:
             raise ConfigError(f"population {pop.name}: weights too large for 8-bit weights "
                               f"with weight_exp <= {WEIGHT_EXP_RANGE[1]}.")
