@@ -13,24 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from _timing import timed  # benchmarks/ is the script's directory
 
 from sdm_neuro import PAPER_CIFAR10, SpikingUNet
 from sdm_neuro.fileio import write_json
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

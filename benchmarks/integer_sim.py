@@ -18,25 +18,15 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _timing import timed  # benchmarks/ is the script's directory
 
 from sdm_neuro.fileio import write_json
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def default_model_call(repeats: int) -> dict:

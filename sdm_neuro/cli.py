@@ -36,6 +36,16 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
                    help="image side length (reference checkpoints do not store it; default 32)")
 
 
+def _add_sampling_args(p: argparse.ArgumentParser, *, num: int) -> None:
+    from .diffusion import SAMPLERS
+
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
+    p.add_argument("--steps", type=int, default=1000, help="denoising steps (default 1000)")
+    p.add_argument("--num", type=int, default=num, help=f"number of samples (default {num})")
+    p.add_argument("--batch", type=int, default=num, help=f"batch size (default {num})")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def _load(args: argparse.Namespace):
     from .checkpoint import load_model
 
@@ -411,7 +421,6 @@ def _ch_mult(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
-    from .diffusion import SAMPLERS
 
     parser = argparse.ArgumentParser(
         prog="sdm-neuro",
@@ -428,11 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate images with the float model (PNG grid + .npy)")
     _add_checkpoint_args(p)
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=1000, help="denoising steps (default 1000)")
-    p.add_argument("--num", type=int, default=16, help="number of samples (default 16)")
-    p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_args(p, num=16)
     p.add_argument("--threshold", type=float, default=None,
                    help="threshold guidance: set every IF threshold to this value (e.g. 0.998)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -450,11 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "confidence >= 0.9 and the entropy of the predicted classes. Held-out real "
                     "images (floor) and noise (ceiling) are scored in the same run.")
     _add_checkpoint_args(p)
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=1000, help="denoising steps (default 1000)")
-    p.add_argument("--num", type=int, default=250, help="number of samples (default 250)")
-    p.add_argument("--batch", type=int, default=250, help="batch size (default 250)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_args(p, num=250)
     p.add_argument("--threshold", type=float, default=None, help="threshold guidance value")
     p.add_argument("--samples", type=Path, default=None,
                    help="score these images (.npy [N,C,H,W] in [-1,1]) instead of sampling")
@@ -484,11 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "samples, the quantized graph and a JSON report (counters, per-layer "
                     "statistics, per-call eps error, PSNR, quality of both).")
     _add_checkpoint_args(p)
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=1000, help="denoising steps (default 1000)")
-    p.add_argument("--num", type=int, default=16)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_args(p, num=16)
     p.add_argument("--mode", choices=("ideal", "hardware"), default="ideal")
     p.add_argument("--threshold-scale", type=float, default=None, metavar="X",
                    help="threshold guidance: every firing threshold times X")
