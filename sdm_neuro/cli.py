@@ -46,6 +46,15 @@ def _add_sampling_args(p: argparse.ArgumentParser, *, num: int) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_output_args(p: argparse.ArgumentParser, out: str, *, force: bool = True) -> None:
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=Path(out), help="output directory")
+    if force:
+        p.add_argument("--force", action="store_true",
+                       help="replace a non-empty output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _load(args: argparse.Namespace):
     from .checkpoint import load_model
 
@@ -440,9 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p, num=16)
     p.add_argument("--threshold", type=float, default=None,
                    help="threshold guidance: set every IF threshold to this value (e.g. 0.998)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", type=Path, default=Path("out/sample"), help="output directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_output_args(p, "out/sample", force=False)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
@@ -470,10 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "to add Inception FID; never downloaded")
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", type=Path, default=Path("out/evaluate"), help="output directory")
-    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_output_args(p, "out/evaluate")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -493,10 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare eps and spikes with the float model every N calls")
     p.add_argument("--dataset", choices=DATASETS, default=None)
     p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("out/simulate"))
-    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
-    p.add_argument("--quiet", action="store_true")
+    _add_output_args(p, "out/simulate")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("train-classifier",

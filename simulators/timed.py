@@ -60,6 +60,16 @@ class TimedSimulator(IntegerSimulator):
             graph = schedule(graph)
         super().__init__(graph)
         self.length = call_length(graph)
+        # Members of a fused conv group deliver together only when their delays agree: split
+        # each group by delay once here, not at every global step.
+        self.by_delay: list[tuple[str, int, object]] = []
+        for src, fused in self.fused.items():
+            for f in fused:
+                split: dict[int, list] = {}
+                for m in f.members:
+                    split.setdefault(graph.projections[m[0]].delay, []).append(m)
+                self.by_delay += [(src, d, dataclasses.replace(f, members=ms))
+                                  for d, ms in split.items()]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
@@ -79,23 +89,12 @@ class TimedSimulator(IntegerSimulator):
         offsets = {p.name: p.offset for p in g.populations}
         for tau in range(length):
             a_in: dict[str, torch.Tensor] = {}
-            for src, fused in self.fused.items():
-                arrive = {}
-                for f in fused:
-                    for i, _, _ in f.members:
-                        arrive[i] = tau - 1 - g.projections[i].delay
-                # One conv per (fused group, source step): members share the source step
-                # only when their delays agree, so send per distinct delay.
-                for f in fused:
-                    by_step: dict[int, list] = {}
-                    for m in f.members:
-                        by_step.setdefault(arrive[m[0]], []).append(m)
-                    for when, members in by_step.items():
-                        if when < 0 or not history[src][when].any():
-                            continue
-                        sub = dataclasses.replace(f, members=members)
-                        k = min(max(when - offsets[src], 0), steps - 1)  # TSM weight step
-                        self._send(sub, history[src][when:when + 1], a_in, batch, k)
+            for src, delay, sub in self.by_delay:
+                when = tau - 1 - delay  # the source step these synapses deliver now
+                if when < 0 or not history[src][when].any():
+                    continue
+                k = min(max(when - offsets[src], 0), steps - 1)  # TSM weight step
+                self._send(sub, history[src][when:when + 1], a_in, batch, k)
             for pop in g.populations:
                 c, h, w = pop.shape
                 st = state[pop.name]

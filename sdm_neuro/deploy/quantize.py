@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .graph import HOST, DeployGraph, NeuronParams, Population, Projection
+from .graph import DeployGraph, NeuronParams, Projection
 
 V_MAX = 2**23 - 1
 VTH_MAX = 2**17 - 1
@@ -140,13 +140,3 @@ def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGra
                             "bias_clipped_expected": bias_lsb > BIAS_MANT_MAX * 2**BIAS_EXP_MAX}
     meta = {**graph.meta, "quantization": report}
     return graph.replace(populations=tuple(pops), projections=tuple(projs), meta=meta)
-
-
-def host_projections(graph: DeployGraph) -> list[Projection]:
-    return [p for p in graph.projections if p.dst == HOST]
-
-
-def population_lsb(pop: Population) -> float:
-    if pop.scale is None:
-        raise ConfigError(f"population {pop.name} is not quantized.")
-    return pop.scale
