@@ -17,6 +17,7 @@ from sdm_neuro.errors import ConfigError
 from sdm_neuro.simulators.lif import (
     LifParams,
     LifState,
+    if_run,
     lif_reset,
     lif_reset_due,
     lif_step,
@@ -227,6 +228,66 @@ def test_matches_scalar_lava_transcription(case: tuple) -> None:
         assert s.u.tolist() == [u for u, _, _ in out]
         assert s.v.tolist() == [v for _, v, _ in out]
         assert spk.tolist() == [sp for _, _, sp in out]
+
+
+# --- the fused IF path (du = 4095, dv = 0) against the same transcription -----------------------
+
+# Inputs cross every regime: small, u wraps (|a| >= 2**17), the int64 fallback (|a| >= 2**23).
+_if_a_in = st.one_of(st.integers(-300, 300), st.integers(-(2**19), 2**19),
+                     st.sampled_from([2**17, -(2**17), 2**17 + 1, 2**23 - 1, -(2**23) + 1,
+                                      2**23, -(2**23), 3 * 2**23]))
+
+
+@st.composite
+def _if_cases(draw: st.DrawFn) -> tuple:
+    n = draw(st.integers(1, 6))
+    steps = draw(st.integers(1, 5))
+    p = LifParams(du=4095, dv=0, vth=draw(st.one_of(st.integers(0, 64),
+                                                    st.integers(0, 2**17 - 1))),
+                  bias_exp=draw(st.integers(0, 7)))
+    bias = draw(st.lists(st.integers(-4096, 4095), min_size=n, max_size=n))
+    a = draw(st.lists(st.lists(_if_a_in, min_size=n, max_size=n), min_size=steps,
+                      max_size=steps))
+    return p, bias, a, draw(st.sampled_from([torch.int64, torch.float64, torch.int32]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_if_cases())
+def test_if_run_matches_scalar_lava_transcription(case: tuple) -> None:
+    p, bias, inputs, dtype = case
+    drive = torch.tensor(inputs, dtype=dtype)
+    kept = drive.clone()
+    counters: dict = {}
+    spikes = if_run(drive, torch.tensor(bias, dtype=torch.int64), p, counters=counters)
+    state = [(0, 0)] * len(bias)
+    wraps = 0
+    for s, a in enumerate(inputs):
+        out = [_lava_step(u, v, ai, bi, p.du, p.dv, p.vth, p.bias_exp)
+               for (u, v), ai, bi in zip(state, a, bias, strict=True)]
+        wraps += sum(ai << 6 > M or ai << 6 <= -M for ai in a)
+        state = [(u, v) for u, v, _ in out]
+        assert spikes[s].tolist() == [sp for _, _, sp in out]
+    assert counters["u_wrap"] == wraps
+    assert torch.equal(drive, kept)  # the caller's drive is not modified
+
+
+def test_if_run_counts_like_lif_step() -> None:
+    p = LifParams(du=4095, dv=0, vth=100, bias_exp=7)
+    drive = torch.tensor([[2**17 + 5, -(2**17), 30, 2**16], [2**16, 2**16, -5, 2**16]] * 2,
+                         dtype=torch.int64)
+    bias = torch.tensor([4095, -4096, 0, 4095])
+    fused: dict = {}
+    spikes = if_run(drive, bias, p, counters=fused)
+    state, stepped = LifState.zeros((4,)), {}
+    ref = torch.stack([lif_step(state, a, bias, p, counters=stepped) for a in drive])
+    assert torch.equal(spikes, ref)
+    assert fused == stepped and fused["v_saturate"] > 0 and fused["u_wrap"] > 0
+
+
+def test_if_run_refuses_leaky_neurons() -> None:
+    with pytest.raises(ConfigError, match="du=4095, dv=0"):
+        if_run(torch.zeros(2, 3), torch.zeros(3, dtype=torch.int64),
+               LifParams(du=0, dv=0, vth=1))
 
 
 # --- validation ---------------------------------------------------------------------------------
