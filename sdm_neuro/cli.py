@@ -234,11 +234,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace):
+    """The checkpoint (with ``--threshold-scale``), its dataset's training images and the
+    quantized deployment graph calibrated on them."""
+    from .data import load_dataset
+    from .deploy.pipeline import build_integer_graph, calibration_inputs
+
+    model, ckpt = _load(args)
+    if args.threshold_scale is not None:
+        if not args.threshold_scale > 0:
+            raise UsageError(f"--threshold-scale must be > 0 (got {args.threshold_scale}).")
+        model.set_threshold(args.threshold_scale)
+    dataset = args.dataset or ckpt.meta.get("dataset")
+    if dataset is None:
+        raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was trained "
+                         "on; pass --dataset (its training images calibrate the quantization).")
+    train = load_dataset(dataset, split="train", data_dir=args.data_dir,
+                         img_size=ckpt.config.img_size)
+    graph = build_integer_graph(model, calibration_inputs(train.images, seed=args.seed))
+    return model, ckpt, dataset, train, graph
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import load_dataset
-    from .deploy.pipeline import IntegerDenoiser, build_integer_graph, calibration_inputs, psnr
+    from .deploy.pipeline import IntegerDenoiser, psnr
     from .diffusion import LinearSchedule, generate
     from .evaluation.evaluate import evaluate_images, get_classifier
     from .fileio import atomic_dir, write_json, write_npy
@@ -246,19 +266,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, ckpt = _load(args)
-    if args.threshold_scale is not None:
-        if not args.threshold_scale > 0:
-            raise UsageError(f"--threshold-scale must be > 0 (got {args.threshold_scale}).")
-        model.set_threshold(args.threshold_scale)
-    cfg = ckpt.config
-    dataset = args.dataset or ckpt.meta.get("dataset")
-    if dataset is None:
-        raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was trained "
-                         "on; pass --dataset (its training images calibrate the quantization).")
     t0 = time.perf_counter()
-    train = load_dataset(dataset, split="train", data_dir=args.data_dir, img_size=cfg.img_size)
-    graph = build_integer_graph(model, calibration_inputs(train.images, seed=args.seed))
+    model, ckpt, dataset, _, graph = _deploy(args)
+    cfg = ckpt.config
     t_build = time.perf_counter() - t0
     denoiser = IntegerDenoiser(graph, mode=args.mode, float_model=model,
                                compare_every=args.compare_every)
@@ -335,6 +345,61 @@ def cmd_simulate(args: argparse.Namespace) -> int:
           f"{report['counters_per_call']['spikes_total']:.3g} spikes; sampling took "
           f"{t_int:.1f} s (integer) and {t_float:.1f} s (float)")
     print(f"wrote {args.out}/samples.png, float_samples.png, simulate.json, graph.pt")
+    return 0
+
+
+def cmd_energy_report(args: argparse.Namespace) -> int:
+    import torch
+
+    from .energy.activity import activity_from_simulate
+    from .energy.report import energy_report, print_report, save_charts
+    from .fileio import atomic_dir, write_json
+    from .hardware_profiles.profile import get_profile, shipped_profiles
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profiles = [get_profile(p) for p in (args.profile or shipped_profiles())]
+    activity = activity_from_simulate(args.stats) if args.stats is not None else None
+    model, ckpt, _, train, graph = _deploy(args)
+    chain = activity.chain if activity is not None else None
+    sampler = args.sampler or (chain[0] if chain else "ddpm")
+    steps = args.steps or (chain[1] if chain else 1000)
+    report = energy_report(model, graph, train.images, profiles, sampler=sampler,
+                           steps=steps, calls=args.calls, batch=args.batch, seed=args.seed,
+                           activity=activity, checkpoint=str(ckpt.path),
+                           progress=not args.quiet)
+    report = {"tool": f"sdm-neuro {__version__}", **report}
+    main_profile = "loihi2" if "loihi2" in report["profiles"] else profiles[0].name
+    with atomic_dir(args.out, force=args.force) as tmp:
+        write_json(tmp / "energy.json", report)
+        save_charts(report, tmp, main_profile)
+    print_report(report)
+    print(f"wrote {args.out}/energy.json, energy_per_layer.png, firing_rate.png, "
+          "energy_per_image.png")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .hardware_profiles.profile import get_profile, shipped_profiles
+
+    names = args.profile or list(shipped_profiles())
+    console = Console()
+    for name in names:
+        prof = get_profile(name)
+        table = Table(title=f"{prof.name}: {prof.title} ({prof.process}, {prof.kind}) - "
+                            f"{prof.path}", title_justify="left")
+        for col in ("figure", "value", "tag", "source"):
+            table.add_column(col)
+        for key, fig in prof.sources():
+            src = fig.source + (f" | derived: {fig.derivation}" if fig.derivation else "")
+            value = fig.label.rsplit(" (", 1)[0]
+            table.add_row(key, value, fig.tag + (" (derived)" if fig.derivation else ""), src)
+        console.print(table)
+        if args.verbose:
+            console.print(prof.description)
     return 0
 
 
@@ -499,6 +564,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None)
     _add_output_args(p, "out/simulate")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "energy-report", help="synaptic-operation energy, activity and hardware constraints "
+                              "per profile",
+        description="Quantize the model as simulate does, measure its activity with the integer "
+                    "simulator on --calls denoising calls spread over the reverse process (or "
+                    "read it from simulate.json), and report per layer: neurons, fan-in, firing "
+                    "rate, synaptic operations, neuron updates, host MACs; energy by the papers' "
+                    "convention and by a fuller per-profile model; the ANN baseline; NeuroBench "
+                    "metrics; and whether the network fits each profile. Writes energy.json and "
+                    "PNG charts.")
+    _add_checkpoint_args(p)
+    p.add_argument("--profile", action="append", default=None, metavar="NAME|FILE.toml",
+                   help="a shipped profile or your own TOML file (repeatable; default: all "
+                        "shipped profiles)")
+    p.add_argument("--stats", type=Path, default=None, metavar="SIMULATE_JSON",
+                   help="use the activity of a sdm-neuro simulate run instead of measuring")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
+                   help="default: ddpm, or the --stats run's")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps, i.e. denoising calls per image (default: 1000, or the "
+                        "--stats run's)")
+    p.add_argument("--calls", type=int, default=8,
+                   help="denoising calls to measure, spread over the trajectory (default 8)")
+    p.add_argument("--batch", type=int, default=16, help="images per measured call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold-scale", type=float, default=None, metavar="X")
+    p.add_argument("--dataset", choices=DATASETS, default=None)
+    p.add_argument("--data-dir", type=Path, default=None)
+    _add_output_args(p, "out/energy")
+    p.set_defaults(func=cmd_energy_report)
+
+    p = sub.add_parser("profiles", help="list the shipped hardware profiles with their sources")
+    p.add_argument("profile", nargs="*", help="profile names or TOML files (default: all shipped)")
+    p.add_argument("--verbose", action="store_true", help="also print each description")
+    p.set_defaults(func=cmd_profiles)
 
     p = sub.add_parser("train-classifier",
                        help="train the feature/recognisability classifier used by evaluate")

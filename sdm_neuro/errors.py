@@ -36,3 +36,9 @@ class DatasetError(SdmNeuroError):
     """A dataset file is missing or malformed (names the file and what was expected)."""
 
     exit_code = 5
+
+
+class ProfileError(SdmNeuroError):
+    """A hardware profile file is missing, not TOML, or breaks the profile schema."""
+
+    exit_code = 6

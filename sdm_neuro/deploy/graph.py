@@ -178,22 +178,36 @@ def synapses(proj: Projection, src_shape: tuple[int, int, int]) -> int:
 
 
 def fan_out(proj: Projection, src_shape: tuple[int, int, int]) -> torch.Tensor:
-    """[C_src, H, W] targets reached by one spike of each source neuron, exact at the borders:
-    the transposed conv of an all-ones output map with an all-ones kernel."""
+    """[C_src, H, W] synapses of each source neuron (targets one spike reaches), exact at the
+    borders: the transposed conv of an all-ones output map with an all-ones kernel.
+
+    After a nearest upsample one source neuron feeds a u x u block, and two taps that land on
+    the same target from the same block are one synapse on hardware (their weights add: the
+    phase kernels of :func:`sdm_neuro.simulators.integer.upsample_phases`), so the count is of
+    distinct (source, target) pairs: per axis, the targets whose window meets the block."""
     from torch.nn import functional as F
 
     c_out, c_in, k, _ = proj.weight.shape
     _, h, w = src_shape
-    hu, wu = h * proj.upsample, w * proj.upsample
-    ho, wo = (hu + 2 * proj.padding - k) // proj.stride + 1, (wu + 2 * proj.padding - k) // proj.stride + 1
+    u, pad = proj.upsample, proj.padding
+    if u > 1:
+        if proj.stride != 1:
+            raise ValueError("fan_out: an upsampling projection must have stride 1")
+
+        def reach(n: int) -> torch.Tensor:  # targets per source index along one axis
+            a = torch.arange(n)
+            n_out = n * u + 2 * pad - k + 1
+            lo = (u * a - (k - 1 - pad)).clamp(min=0)
+            hi = (u * a + u - 1 + pad).clamp(max=n_out - 1)
+            return (hi - lo + 1).clamp(min=0).to(torch.float64)
+
+        return (c_out * reach(h)[:, None] * reach(w)[None, :]).expand(c_in, h, w).clone()
+    ho, wo = (h + 2 * pad - k) // proj.stride + 1, (w + 2 * pad - k) // proj.stride + 1
     ones_out = torch.ones(1, c_out, ho, wo, dtype=torch.float64)
     ones_k = torch.ones(c_out, c_in, k, k, dtype=torch.float64)
-    per_in = F.conv_transpose2d(ones_out, ones_k, stride=proj.stride, padding=proj.padding,
-                                output_padding=(hu - ((ho - 1) * proj.stride - 2 * proj.padding + k),
-                                                wu - ((wo - 1) * proj.stride - 2 * proj.padding + k)))
-    if proj.upsample > 1:  # one source neuron drives upsample**2 pixels of the upsampled map
-        u = proj.upsample
-        per_in = per_in.reshape(1, c_in, h, u, w, u).sum(dim=(3, 5))
+    per_in = F.conv_transpose2d(ones_out, ones_k, stride=proj.stride, padding=pad,
+                                output_padding=(h - ((ho - 1) * proj.stride - 2 * pad + k),
+                                                w - ((wo - 1) * proj.stride - 2 * pad + k)))
     return per_in[0]
 
 

@@ -1,0 +1,188 @@
+"""Design-rule checks of a deployment graph against a hardware profile, and a core / chip count.
+
+Each check states the population or projection, the quantity, the actual value and the limit
+(as Rockpool's design-rule checks do). The mapping model is deliberately simple and stated in
+every result: one population per set of cores (populations do not share cores), synapses
+stored one per (source neuron, target neuron) pair at the weight precision (no convolutional
+weight sharing is assumed, since none is documented for these chips), a core holds as many
+neurons as both its neuron limit and its synaptic memory allow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sdm_neuro.deploy.graph import HOST, DeployGraph, Projection, fan_out
+
+from .profile import Profile
+
+NEEDED_WEIGHT_BITS = 8   # Lava's 8-bit weight mantissa (even integers in [-256, 254])
+NEEDED_STATE_BITS = 24   # u and v of Lava's fixed-point LIF
+
+MAPPING_MODEL = ("one population per set of cores; synapses stored per (source, target) pair "
+                 "at the profile's weight precision; no convolutional weight sharing")
+
+
+@dataclass(frozen=True)
+class Violation:
+    where: str          # population, projection or "network"
+    quantity: str
+    actual: float
+    limit: float
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.quantity} is {self.actual:,g}, limit {self.limit:,g}"
+
+
+@dataclass(frozen=True)
+class Placement:
+    profile: str
+    cores: dict[str, int]            # population -> cores (empty when the profile has no core)
+    total_cores: int | None
+    chips: int | None
+    violations: tuple[Violation, ...]
+    unchecked: tuple[str, ...]       # limits the profile has that no check uses, with why
+
+    @property
+    def fits(self) -> bool:
+        return not self.violations
+
+    def to_dict(self) -> dict:
+        return {"profile": self.profile, "fits": self.fits, "total_cores": self.total_cores,
+                "chips": self.chips, "cores_per_population": self.cores,
+                "violations": [{"where": v.where, "quantity": v.quantity, "actual": v.actual,
+                                "limit": v.limit, "message": str(v)} for v in self.violations],
+                "unchecked": list(self.unchecked), "mapping_model": MAPPING_MODEL}
+
+
+def _weights(p: Projection) -> torch.Tensor:
+    w = p.weight_int if p.weight_int is not None else p.weight
+    return w.abs().amax(0) if w.dim() == 5 else w.abs()  # TSM: a tap is used if any step uses it
+
+
+def fan_in(p: Projection) -> int:
+    """Largest number of distinct source neurons with a non-zero weight onto one target neuron
+    (interior neuron). After a 2x upsample the 3x3 taps fold onto 2x2 source neurons."""
+    w = _weights(p) != 0
+    if p.upsample > 1:
+        from sdm_neuro.simulators.integer import upsample_phases
+
+        phases = upsample_phases(w.to(torch.int64)) != 0  # [4*O, C, 2, 2]
+        return int(phases.flatten(1).sum(1).max())
+    return int(w.flatten(1).sum(1).max())
+
+
+def synapse_count(p: Projection, src_shape: tuple[int, int, int]) -> int:
+    """Stored synapses: (source, target) pairs, exact at the borders (see ``fan_out``)."""
+    return int(fan_out(p, src_shape).sum())
+
+
+def check(graph: DeployGraph, profile: Profile) -> Placement:
+    """All checks the profile's limits allow; a limit the profile does not give is not checked."""
+    lim = {k: f.value for k, f in profile.limits.items()}
+    shapes = {p.name: p.shape for p in graph.populations}
+    violations: list[Violation] = []
+    unchecked: list[str] = []
+    weight_bits = lim.get("weight_bits")
+    if weight_bits is not None and weight_bits < NEEDED_WEIGHT_BITS:
+        violations.append(Violation("network", "weight precision (bits)", NEEDED_WEIGHT_BITS,
+                                    weight_bits))
+    state_bits = lim.get("state_bits")
+    if state_bits is not None and state_bits < NEEDED_STATE_BITS:
+        violations.append(Violation("network", "neuron state precision (bits)",
+                                    NEEDED_STATE_BITS, state_bits))
+    bytes_per_syn = max(weight_bits or NEEDED_WEIGHT_BITS, 1) / 8
+
+    cores: dict[str, int] = {}
+    for pop in graph.populations:
+        ins = [p for p in graph.inputs(pop.name)]
+        fin = sum(fan_in(p) for p in ins)
+        for key, what in (("fan_in_per_neuron_max", "fan-in (source neurons per neuron)"),
+                          ("input_axons_per_core_max",
+                           "fan-in of one neuron (a lower bound of input axons per core)")):
+            if key in lim and fin > lim[key]:
+                violations.append(Violation(pop.name, what, fin, lim[key]))
+        outs = [p for p in graph.projections if p.src == pop.name and p.dst != HOST]
+        if outs and "fan_out_per_neuron_max" in lim:
+            fout = int(sum(fan_out(p, pop.shape) for p in outs).max())
+            if fout > lim["fan_out_per_neuron_max"]:
+                violations.append(Violation(pop.name, "fan-out (targets per neuron)", fout,
+                                            lim["fan_out_per_neuron_max"]))
+        if "synaptic_delay_steps_max" in lim:
+            for p in ins:
+                if p.delay > lim["synaptic_delay_steps_max"]:
+                    violations.append(Violation(f"{p.src}->{p.dst}", "synaptic delay (steps)",
+                                                p.delay, lim["synaptic_delay_steps_max"]))
+        if "neurons_per_core" in lim:
+            n_cores = math.ceil(pop.neurons / lim["neurons_per_core"])
+            if "synaptic_memory_per_core_bytes" in lim:
+                syn_bytes = sum(synapse_count(p, shapes[p.src]) for p in ins) * bytes_per_syn
+                per_neuron = syn_bytes / pop.neurons
+                if per_neuron > lim["synaptic_memory_per_core_bytes"]:
+                    violations.append(Violation(pop.name, "synaptic memory of one neuron (bytes)",
+                                                per_neuron, lim["synaptic_memory_per_core_bytes"]))
+                n_cores = max(n_cores, math.ceil(syn_bytes / lim["synaptic_memory_per_core_bytes"]))
+            cores[pop.name] = n_cores
+
+    n_pops = len(graph.populations)
+    total_neurons = sum(p.neurons for p in graph.populations)
+    if "layers_max" in lim and n_pops > lim["layers_max"]:
+        violations.append(Violation("network", "spiking layers", n_pops, lim["layers_max"]))
+    if "hidden_neurons_max" in lim and total_neurons > lim["hidden_neurons_max"]:
+        violations.append(Violation("network", "neurons", total_neurons, lim["hidden_neurons_max"]))
+    if "input_channels_max" in lim:
+        stem = graph.populations[0]  # the host's pixel conv drives every stem neuron
+        if stem.neurons > lim["input_channels_max"]:
+            violations.append(Violation(stem.name, "input channels (host-driven neurons)",
+                                        stem.neurons, lim["input_channels_max"]))
+    if "kernel_size_max" in lim:
+        k = max(p.kernel for p in graph.projections if p.dst != HOST)
+        if k > lim["kernel_size_max"]:
+            violations.append(Violation("network", "kernel size", k, lim["kernel_size_max"]))
+    if "kernel_memory_entries_per_layer" in lim:
+        _check_layer_memories(graph, lim, violations)
+
+    total = sum(cores.values()) if cores else None
+    chips = None
+    if total is not None and "cores_per_chip" in lim:
+        chips = math.ceil(total / lim["cores_per_chip"])
+    elif "neurons_per_chip" in lim:
+        chips = math.ceil(total_neurons / lim["neurons_per_chip"])
+    if chips is not None and "neurons_per_chip" in lim:
+        chips = max(chips, math.ceil(total_neurons / lim["neurons_per_chip"]))
+    if chips is not None and "synapses_per_chip" in lim:
+        syn = sum(synapse_count(p, shapes[p.src]) for p in graph.projections if p.dst != HOST)
+        chips = max(chips, math.ceil(syn / lim["synapses_per_chip"]))
+    if chips is not None and "chips_per_system_max" in lim and chips > lim["chips_per_system_max"]:
+        violations.append(Violation("network", "chips", chips, lim["chips_per_system_max"]))
+    for key in ("fan_out_edges_per_core_max",):
+        if key in lim:
+            unchecked.append(f"{key}: needs a placement of neurons on cores (not modelled)")
+    return Placement(profile.name, cores, total, chips, tuple(violations), tuple(unchecked))
+
+
+def _check_layer_memories(graph: DeployGraph, lim: dict, violations: list[Violation]) -> None:
+    """Speck / DYNAP-CNN: each layer's kernel and neuron memory (sinabs' rule) must fit one of the
+    chip's layers; the largest needs take the largest layers."""
+    def log2up(n: int) -> int:
+        return math.ceil(math.log2(n)) if n > 1 else 0
+
+    needs = []
+    for pop in graph.populations:
+        c_out, h, w = pop.shape
+        kern = sum(p.weight.shape[1] * 2 ** (log2up(p.kernel * p.kernel) + log2up(c_out))
+                   for p in graph.inputs(pop.name))
+        neur = c_out * 2 ** (log2up(h) + log2up(w))
+        needs.append((pop.name, kern, neur))
+    kcap = sorted(lim["kernel_memory_entries_per_layer"], reverse=True)
+    ncap = sorted(lim.get("neuron_memory_entries_per_layer", (math.inf,) * len(kcap)),
+                  reverse=True)
+    for i, (name, kern, _) in enumerate(sorted(needs, key=lambda n: -n[1])[:len(kcap)]):
+        if kern > kcap[i]:
+            violations.append(Violation(name, "kernel memory (entries)", kern, kcap[i]))
+    for i, (name, _, neur) in enumerate(sorted(needs, key=lambda n: -n[2])[:len(ncap)]):
+        if neur > ncap[i]:
+            violations.append(Violation(name, "neuron memory (entries)", neur, ncap[i]))
