@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import SdmNeuroError, UsageError
+from .errors import ExportError, SdmNeuroError, UsageError
 
 # ---------------------------------------------------------------------------------------------
 # shared options
@@ -379,6 +379,52 @@ def cmd_energy_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .export.onnx import check_onnx, export_onnx
+    from .fileio import atomic_dir, write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, ckpt = _load(args)
+    if args.threshold_scale is not None:
+        if not args.threshold_scale > 0:
+            raise UsageError(f"--threshold-scale must be > 0 (got {args.threshold_scale}).")
+        model.set_threshold(args.threshold_scale)
+    with atomic_dir(args.out, force=args.force) as tmp:
+        onnx_path = export_onnx(model, tmp / "denoiser.onnx")
+        chk = check_onnx(model, onnx_path, seed=args.seed)
+        if not chk.ok:
+            raise ExportError(f"{onnx_path.name}: onnxruntime disagrees with PyTorch beyond the "
+                              f"tolerances: {chk.to_dict()}")
+        import onnx
+
+        write_json(tmp / "manifest.json", {
+            "format": "sdm-neuro-bundle", "format_version": 1, "target": args.target,
+            "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
+            "onnx": onnx.__version__, "checkpoint": str(ckpt.path),
+            "checkpoint_sha256": _sha256(ckpt.path), "model_config": ckpt.config.to_dict(),
+            "threshold_scale": args.threshold_scale or 1.0,
+            "files": {"denoiser.onnx": "float denoiser, one call: inputs x_t [B, C, H, W] "
+                                       "float32 and t [B] int64, output eps"},
+            "check_against_pytorch": chk.to_dict()})
+    print(f"wrote {args.out}/denoiser.onnx and manifest.json; onnxruntime vs PyTorch: max "
+          f"|diff| {chk.max_abs_diff:.2e}, 99.9th percentile {chk.p999_abs_diff:.2e} "
+          f"(eps range {chk.eps_range:.2f})")
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -595,6 +641,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None)
     _add_output_args(p, "out/energy")
     p.set_defaults(func=cmd_energy_report)
+
+    p = sub.add_parser(
+        "export", help="export the model for deployment (now: the float denoiser as ONNX)",
+        description="Write an export bundle: a directory with manifest.json (tool and format "
+                    "versions, checkpoint SHA-256, model config) and the exported network. "
+                    "--target onnx: the float denoiser (one call, inputs x_t and t), checked "
+                    "against PyTorch with onnxruntime. The NIR and Lava (loihi2) targets come "
+                    "with the NIR / Lava backends.")
+    _add_checkpoint_args(p)
+    p.add_argument("--target", choices=("onnx",), default="onnx")
+    p.add_argument("--threshold-scale", type=float, default=None, metavar="X")
+    p.add_argument("--seed", type=int, default=0, help="seed of the check's random inputs")
+    _add_output_args(p, "out/export")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("profiles", help="list the shipped hardware profiles with their sources")
     p.add_argument("profile", nargs="*", help="profile names or TOML files (default: all shipped)")

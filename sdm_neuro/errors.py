@@ -42,3 +42,9 @@ class ProfileError(SdmNeuroError):
     """A hardware profile file is missing, not TOML, or breaks the profile schema."""
 
     exit_code = 6
+
+
+class ExportError(SdmNeuroError):
+    """An export failed, or its check against the reference implementation did not hold."""
+
+    exit_code = 7
