@@ -10,14 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
-from _timing import timed  # benchmarks/ is the script's directory
+from _timing import run_cli, timed  # benchmarks/ is the script's directory
 
 from sdm_neuro.fileio import write_json
 
@@ -34,19 +30,16 @@ def main() -> None:
     with torch.no_grad():
         float_call = timed(lambda: model(x, t), 5)
     out_dir = args.out.parent / "energy_default"
-    cmd = [sys.executable, "-m", "sdm_neuro", "energy-report", "--out", str(out_dir), "--force",
-           "--quiet"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    argv = ["energy-report", "--out", str(out_dir), "--force", "--quiet"]
+    run = run_cli(argv)
     report = json.loads((out_dir / "energy.json").read_text())
     results = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
-        "command": " ".join(cmd[1:]), "wall_s": round(wall, 1),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
+        "command": "sdm-neuro " + " ".join(argv), "wall_s": run["wall_s"],
+        "peak_rss_mb": run["peak_rss_mb"],
         "float_call_batch16_s": round(float_call, 4),
-        "ratio_wall_over_float_call": round(wall / float_call, 1),
+        "ratio_wall_over_float_call": round(run["wall_s"] / float_call, 1),
         "profiles": len(report["profiles"]),
         "ann_baseline_per_call_mj": report["ann_baseline_45nm_fp32"]["per_call_mj"],
     }

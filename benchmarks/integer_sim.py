@@ -17,14 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
-from _timing import timed  # benchmarks/ is the script's directory
+from _timing import child, run_cli, timed  # benchmarks/ is the script's directory
 
 from sdm_neuro.fileio import write_json
 
@@ -52,15 +48,8 @@ def default_model_call(repeats: int) -> dict:
             "ratio_hardware_over_float": round(h / f, 3)}
 
 
-def child(code: str) -> dict:
-    """Run ``code`` in a fresh interpreter; it prints one JSON line. Adds its peak RSS."""
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    return out
-
-
 PAPER_CALL = """
-import json, resource, time, torch
+import json, time, torch
 from sdm_neuro import PAPER_CIFAR10, SpikingUNet
 torch.manual_seed(0)
 model = SpikingUNet(PAPER_CIFAR10).eval()
@@ -76,21 +65,17 @@ else:
                                                      batches=1, batch_size=2))
     sim = IntegerSimulator(g)
     sim(x, t); t0 = time.perf_counter(); sim(x, t); sec = time.perf_counter() - t0
-print(json.dumps({{"seconds_per_call": round(sec, 3),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}}))
+print(json.dumps({{"seconds_per_call": round(sec, 3), "peak_rss_mb": _peak_mb()}}))
 """
 
 
 def simulate_command(out_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "sdm_neuro", "simulate", "--steps", "1000", "--num", "16",
-           "--batch", "16", "--out", str(out_dir), "--force", "--quiet"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    argv = ["simulate", "--steps", "1000", "--num", "16", "--batch", "16", "--out",
+            str(out_dir), "--force", "--quiet"]
+    run = run_cli(argv)
     report = json.loads((out_dir / "simulate.json").read_text())
-    return {"command": " ".join(cmd[1:]), "wall_s": round(wall, 1), "peak_rss_mb": peak,
-            "seconds": report["seconds"],
+    return {"command": "sdm-neuro " + " ".join(argv), "wall_s": run["wall_s"],
+            "peak_rss_mb": run["peak_rss_mb"], "seconds": report["seconds"],
             "final_psnr_db": report["comparison"]["final_psnr_db"]}
 
 

@@ -1,3 +1,2 @@
-"""Deployment backends (NIR, Lava / Loihi 2, ONNX) and export-time hardware checks.
-
-See README.md in this folder; the backends arrive with the export issue."""
+"""Deployment backends: ONNX now (``onnx.py``); NIR, Lava / Loihi 2 and the export-time
+hardware checks arrive with the export issue. See README.md in this folder."""

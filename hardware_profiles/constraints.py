@@ -10,6 +10,7 @@ neurons as both its neuron limit and its synaptic memory allow.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -76,8 +77,10 @@ def fan_in(p: Projection) -> int:
 
 
 def synapse_count(p: Projection, src_shape: tuple[int, int, int]) -> int:
-    """Stored synapses: (source, target) pairs, exact at the borders (see ``fan_out``)."""
-    return int(fan_out(p, src_shape).sum())
+    """Stored synapses: (source, target) pairs, exact at the borders (see ``fan_out``); target
+    channels whose weights are all zero (skip padding of a composed projection) have none."""
+    rows = (_weights(p).flatten(1) != 0).any(1)
+    return int(fan_out(dataclasses.replace(p, weight=p.weight[rows]), src_shape).sum())
 
 
 def check(graph: DeployGraph, profile: Profile) -> Placement:

@@ -98,6 +98,21 @@ def conv_upsampled(z: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     return out.view(n, rows, 2 * h, 2 * w)
 
 
+def _as_slice(idx: torch.Tensor, n: int) -> slice | torch.Tensor | None:
+    """None when ``idx`` is ``0..n-1``, a slice when it is a contiguous ascending run, else
+    ``idx`` itself."""
+    if len(idx) and bool((idx[1:] - idx[:-1] == 1).all()):
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        return None if (a, b) == (0, n) else slice(a, b)
+    return idx
+
+
+def _select(x: torch.Tensor, idx: slice | torch.Tensor | None) -> torch.Tensor:
+    if idx is None:
+        return x
+    return x[:, :, idx] if isinstance(idx, slice) else x.index_select(2, idx)
+
+
 @dataclass
 class _Fused:
     """All projections leaving one source with one geometry, run as one conv over the
@@ -108,8 +123,9 @@ class _Fused:
     proto: Projection                  # geometry (stride, upsample, kernel)
     weight: torch.Tensor               # [sum rows, C_src, k, k] (or [T, ...] for TSM)
     dtype: torch.dtype
-    # (projection, dst rows, conv rows or None when the member is the whole conv output)
-    members: list[tuple[int, torch.Tensor, torch.Tensor | None]]
+    # (projection, destination channels, conv output rows); each is None (all of them), a
+    # slice (a contiguous run: a view, no copy) or an index tensor
+    members: list[tuple[int, slice | torch.Tensor | None, slice | torch.Tensor | None]]
     phased: bool = False               # weight holds upsample_phases kernels
 
     def conv(self, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -130,8 +146,20 @@ class IntegerSimulator:
         self.shapes = {p.name: p.shape for p in graph.populations}
         self.params = {p.name: LifParams(du=p.lif.du, dv=p.lif.dv, vth=p.lif.vth,
                                          bias_exp=p.lif.bias_exp) for p in graph.populations}
-        self.host_weights = {i: p.weight.float() for i, p in enumerate(graph.projections)
-                             if p.dst == HOST}  # the host decoder runs in float
+        # The host decoder runs in float: its projections with one geometry and gain are one
+        # conv over the sources' spikes concatenated along channels (weights likewise).
+        host: dict[tuple, list[Projection]] = defaultdict(list)
+        for p in graph.projections:
+            if p.dst == HOST:
+                host[(p.stride, p.upsample, p.kernel, p.gain, self.shapes[p.src][1:])].append(p)
+        self.host_groups: list[tuple[list[str], _Fused]] = []
+        for ps in host.values():
+            weight = torch.cat([p.weight.float() for p in ps], dim=1)
+            phased = ps[0].upsample == 2 and ps[0].kernel == 3 and ps[0].stride == 1
+            if phased:
+                weight = upsample_phases(weight)
+            self.host_groups.append(([p.src for p in ps], _Fused(
+                HOST, ps[0], weight.contiguous(), torch.float32, [], phased)))
         # A destination's accumulator is float32 when the sum of its inputs' bounds (after the
         # weight exponent) stays below 2**24, so every partial sum is an exact integer there.
         reach: dict[str, float] = defaultdict(float)
@@ -180,9 +208,8 @@ class IntegerSimulator:
                     uniq = uniq.view(-1, weight.shape[0], *weight.shape[2:]).transpose(0, 1)
                 else:
                     uniq = uniq.view(-1, *weight.shape[1:])
-                whole = torch.arange(len(uniq))
-                entries = [(i, rows, None if torch.equal(inverse[sl], whole) else inverse[sl])
-                           for i, rows, sl in entries]
+                entries = [(i, _as_slice(rows, self.shapes[graph.projections[i].dst][0]),
+                            _as_slice(inverse[sl], len(uniq))) for i, rows, sl in entries]
                 phased = p0.upsample == 2 and p0.kernel == 3 and p0.stride == 1 \
                     and p0.padding == 1
                 if phased:
@@ -213,14 +240,16 @@ class IntegerSimulator:
                 a_in[p.dst] = torch.zeros(spk.shape[0], batch, c, h, w,
                                           dtype=self.acc_dtype[p.dst])
             dst = a_in[p.dst]
-            part = acc if sl is None else acc.index_select(2, sl)
+            part = _select(acc, sl)
             if p.weight_exp > 0:
                 part = part * 2.0**p.weight_exp  # not in place: acc may serve other members
             elif p.weight_exp < 0:
                 part = torch.floor(part * 2.0**p.weight_exp)
             part = part.to(dst.dtype)
-            if len(rows) == dst.shape[2]:
+            if rows is None:
                 dst += part
+            elif isinstance(rows, slice):
+                dst[:, :, rows] += part
             else:
                 dst.index_add_(2, rows, part)
 
@@ -231,6 +260,7 @@ class IntegerSimulator:
         steps, batch = g.config.snn_steps, x.shape[0]
         pixels = pixel_current(g, x)
         spikes: dict[str, torch.Tensor] = {}
+        floats: dict[str, torch.Tensor] = {}
         a_in: dict[str, torch.Tensor] = {}
         for pop in g.populations:
             c, h, w = pop.shape
@@ -249,7 +279,8 @@ class IntegerSimulator:
                 out = torch.stack([lif_step(state, drive[s], bias[s], params, counters=events,
                                             check=False) for s in range(steps)])
             spikes[pop.name] = out
-            as_float = {}
+            as_float = {torch.float32: out.to(torch.float32)}  # the host reads float32 too
+            floats[pop.name] = as_float[torch.float32]
             for f in self.fused.get(pop.name, ()):
                 if f.dtype not in as_float:
                     as_float[f.dtype] = out.to(f.dtype)
@@ -259,7 +290,7 @@ class IntegerSimulator:
                     counters.events[k] += v
         if counters is not None:
             self._count(spikes, batch, counters)
-        return self._decode(spikes, steps), spikes
+        return self._decode(floats, steps), spikes
 
     def _count(self, spikes: dict[str, torch.Tensor], batch: int, counters: Counters) -> None:
         """Spikes, synaptic operations (spikes x true fan-out), neuron updates, host MACs."""
@@ -278,13 +309,15 @@ class IntegerSimulator:
         counters.host_macs += host_macs(g, batch)
 
     def _decode(self, spikes: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
-        """The host: read the decoder's projections (float weights), run the tail."""
+        """The host: read the decoder's projections (float weights), run the tail.
+        ``spikes``: float32 (or bool) spikes of every population."""
         g = self.graph
         hsum = g.host.tail_bias[:, None, :, None, None].float()
-        for i, proj in enumerate(g.projections):
-            if proj.dst == HOST:
-                gain = torch.tensor(proj.gain or (1.0,) * steps).view(-1, 1, 1, 1, 1)
-                hsum = hsum + gain * project(proj, spikes[proj.src].float(), self.host_weights[i])
+        for sources, f in self.host_groups:
+            parts = [spikes[s].float() for s in sources]
+            z = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+            gain = torch.tensor(f.proto.gain or (1.0,) * steps).view(-1, 1, 1, 1, 1)
+            hsum = hsum + gain * f.conv(z, f.weight)
         return decoder_tail(g, hsum).float()
 
 
