@@ -29,8 +29,10 @@ def test_regular_install_has_one_import_root(tmp_path):
         assert (target / "sdm_neuro" / sub / "README.md").exists()
     for asset in ("default_digits16.pt", "digits16_classifier.pt", "MODEL_CARD.md"):
         assert (target / "sdm_neuro" / "assets" / asset).is_file(), asset
-    for sub in ("data", "evaluation"):
+    for sub in ("data", "evaluation", "deploy", "energy"):
         assert (target / "sdm_neuro" / sub / "__init__.py").exists()
+    for name in ("loihi2", "truenorth", "generic45nm_fp32"):  # the profiles ship as data
+        assert (target / "sdm_neuro" / "hardware_profiles" / f"{name}.toml").is_file(), name
     code = ("import sdm_neuro.export, sdm_neuro.simulators, sdm_neuro.hardware_profiles, "
             "sdm_neuro.cli; print(sdm_neuro.export.__file__)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
