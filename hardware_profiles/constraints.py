@@ -101,7 +101,7 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
 
     cores: dict[str, int] = {}
     for pop in graph.populations:
-        ins = [p for p in graph.inputs(pop.name)]
+        ins = graph.inputs(pop.name)
         fin = sum(fan_in(p) for p in ins)
         for key, what in (("fan_in_per_neuron_max", "fan-in (source neurons per neuron)"),
                           ("input_axons_per_core_max",

@@ -46,6 +46,27 @@ def _add_sampling_args(p: argparse.ArgumentParser, *, num: int) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+THRESHOLD_HELP = "threshold guidance: every firing threshold times X"
+
+
+def _add_deploy_args(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that quantize a model (calibrated on its training images)."""
+    from .data import DATASETS
+
+    p.add_argument("--threshold-scale", type=float, default=None, metavar="X",
+                   help=THRESHOLD_HELP)
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="the training set (default: the checkpoint's)")
+    p.add_argument("--data-dir", type=Path, default=None)
+
+
+def _apply_threshold_scale(args: argparse.Namespace, model) -> None:
+    if args.threshold_scale is not None:
+        if not args.threshold_scale > 0:
+            raise UsageError(f"--threshold-scale must be > 0 (got {args.threshold_scale}).")
+        model.set_threshold(args.threshold_scale)
+
+
 def _add_output_args(p: argparse.ArgumentParser, out: str, *, force: bool = True) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path(out), help="output directory")
@@ -241,10 +262,7 @@ def _deploy(args: argparse.Namespace):
     from .deploy.pipeline import build_integer_graph, calibration_inputs
 
     model, ckpt = _load(args)
-    if args.threshold_scale is not None:
-        if not args.threshold_scale > 0:
-            raise UsageError(f"--threshold-scale must be > 0 (got {args.threshold_scale}).")
-        model.set_threshold(args.threshold_scale)
+    _apply_threshold_scale(args, model)
     dataset = args.dataset or ckpt.meta.get("dataset")
     if dataset is None:
         raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was trained "
@@ -398,10 +416,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, ckpt = _load(args)
-    if args.threshold_scale is not None:
-        if not args.threshold_scale > 0:
-            raise UsageError(f"--threshold-scale must be > 0 (got {args.threshold_scale}).")
-        model.set_threshold(args.threshold_scale)
+    _apply_threshold_scale(args, model)
     with atomic_dir(args.out, force=args.force) as tmp:
         onnx_path = export_onnx(model, tmp / "denoiser.onnx")
         chk = check_onnx(model, onnx_path, seed=args.seed)
@@ -602,12 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_args(p)
     _add_sampling_args(p, num=16)
     p.add_argument("--mode", choices=("ideal", "hardware"), default="ideal")
-    p.add_argument("--threshold-scale", type=float, default=None, metavar="X",
-                   help="threshold guidance: every firing threshold times X")
     p.add_argument("--compare-every", type=int, default=10,
                    help="compare eps and spikes with the float model every N calls")
-    p.add_argument("--dataset", choices=DATASETS, default=None)
-    p.add_argument("--data-dir", type=Path, default=None)
+    _add_deploy_args(p)
     _add_output_args(p, "out/simulate")
     p.set_defaults(func=cmd_simulate)
 
@@ -636,9 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoising calls to measure, spread over the trajectory (default 8)")
     p.add_argument("--batch", type=int, default=16, help="images per measured call")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold-scale", type=float, default=None, metavar="X")
-    p.add_argument("--dataset", choices=DATASETS, default=None)
-    p.add_argument("--data-dir", type=Path, default=None)
+    _add_deploy_args(p)
     _add_output_args(p, "out/energy")
     p.set_defaults(func=cmd_energy_report)
 
@@ -651,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the NIR / Lava backends.")
     _add_checkpoint_args(p)
     p.add_argument("--target", choices=("onnx",), default="onnx")
-    p.add_argument("--threshold-scale", type=float, default=None, metavar="X")
+    p.add_argument("--threshold-scale", type=float, default=None, metavar="X",
+                   help=THRESHOLD_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the check's random inputs")
     _add_output_args(p, "out/export")
     p.set_defaults(func=cmd_export)

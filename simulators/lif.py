@@ -162,6 +162,17 @@ def _count(counters: dict | None, key: str, n: int) -> None:
         counters[key] = counters.get(key, 0) + n
 
 
+def _saturate_(v: torch.Tensor, counters: dict | None) -> None:
+    """Clip v to [-V_LIMIT, V_LIMIT] in place, counting the clipped elements as "v_saturate"."""
+    if counters is not None:
+        lo, hi = (int(t) for t in torch.aminmax(v))
+        n_sat = 0
+        if hi > V_LIMIT or lo < -V_LIMIT:
+            n_sat = int((v > V_LIMIT).sum()) + int((v < -V_LIMIT).sum())
+        _count(counters, "v_saturate", n_sat)
+    v.clamp_(-V_LIMIT, V_LIMIT)
+
+
 def lif_step(state: LifState, a_in: torch.Tensor, bias_mant: torch.Tensor | int,
              p: LifParams, *, counters: dict | None = None, check: bool = True) -> torch.Tensor:
     """Advance every neuron one time step in place, in Lava's order; return the bool spikes.
@@ -204,13 +215,7 @@ def lif_step(state: LifState, a_in: torch.Tensor, bias_mant: torch.Tensor | int,
         v.add_(bias_mant.to(torch.int64), alpha=1 << p.bias_exp)
     elif bias_mant:
         v.add_(bias_mant << p.bias_exp)
-    if counters is not None:
-        lo, hi = (int(t) for t in torch.aminmax(v))
-        n_sat = 0
-        if hi > V_LIMIT or lo < -V_LIMIT:
-            n_sat = int((v > V_LIMIT).sum()) + int((v < -V_LIMIT).sum())
-        _count(counters, "v_saturate", n_sat)
-    v.clamp_(-V_LIMIT, V_LIMIT)
+    _saturate_(v, counters)
 
     # Strict threshold; spiking neurons reset v to 0 and keep u.
     spikes = v > p.effective_vth
@@ -262,13 +267,7 @@ def if_run(drive: torch.Tensor, bias_mant: torch.Tensor, p: LifParams, *,
     for s in range(steps):
         v.add_(u[s])
         if can_saturate:
-            if counters is not None:
-                vlo, vhi = (int(x) for x in torch.aminmax(v))
-                n_sat = 0
-                if vhi > V_LIMIT or vlo < -V_LIMIT:
-                    n_sat = int((v > V_LIMIT).sum()) + int((v < -V_LIMIT).sum())
-                _count(counters, "v_saturate", n_sat)
-            v.clamp_(-V_LIMIT, V_LIMIT)
+            _saturate_(v, counters)
         torch.gt(v, vth, out=out[s])
         v.mul_(out[s].logical_not())  # reset to 0 (an int32 multiply beats masked_fill_)
     return out

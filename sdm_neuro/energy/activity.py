@@ -29,6 +29,12 @@ class Activity:
     source: str                        # how it was obtained, for the report
     chain: tuple[str, int] | None = None  # (sampler, steps) of the run it was read from
 
+    def synops_into(self, population: str) -> float:
+        return sum(v for k, v in self.synops.items() if k.split("->")[1] == population)
+
+    def synops_from(self, population: str) -> float:
+        return sum(v for k, v in self.synops.items() if k.split("->")[0] == population)
+
 
 def trajectory_steps(sampler: str, num_steps: int, steps: int, calls: int) -> list[int]:
     """``calls`` of the sampler's model calls, evenly spread from the first (t near T) to the

@@ -118,8 +118,7 @@ def population_energy(profile: Profile, activity: Activity, graph: DeployGraph
     steps = graph.config.snn_steps
     out = {}
     for pop in graph.populations:
-        syn = sum(v for k, v in activity.synops.items() if k.split("->")[1] == pop.name)
-        out[pop.name] = {"synaptic ops": syn * e["synop_pj"].value,
+        out[pop.name] = {"synaptic ops": activity.synops_into(pop.name) * e["synop_pj"].value,
                          "neuron updates": pop.neurons * steps * upd,
                          "spike messages": activity.spikes.get(pop.name, 0.0) * msg}
     return out

@@ -43,13 +43,12 @@ def layer_rows(graph: DeployGraph, activity: Activity) -> list[dict]:
     rows = []
     for pop in graph.populations:
         ins = graph.inputs(pop.name)
-        syn_in = sum(v for k, v in activity.synops.items() if k.split("->")[1] == pop.name)
-        syn_out = sum(v for k, v in activity.synops.items() if k.split("->")[0] == pop.name)
         spikes = activity.spikes.get(pop.name, 0.0)
         rows.append({"population": pop.name, "neurons": pop.neurons,
                      "fan_in": sum(fan_in(p) for p in ins), "spikes": spikes,
                      "firing_rate": spikes / (pop.neurons * steps),
-                     "synops_out": syn_out, "synops_in": syn_in,
+                     "synops_out": activity.synops_from(pop.name),
+                     "synops_in": activity.synops_into(pop.name),
                      "neuron_updates": pop.neurons * steps})
     return rows
 
