@@ -1,0 +1,85 @@
+"""The integer LIF against Lava's own fixed-point process model (PyLifModelBitAcc), run in
+Lava's CPU simulation: Loihi2SimCfg(select_tag='fixed_pt'). Skips when Lava is not installed."""
+
+import numpy as np
+import pytest
+import torch
+
+from sdm_neuro.simulators.lif import LifParams, LifState, lif_step
+
+try:
+    from sdm_neuro.export.lava_compat import import_lava
+
+    import_lava()
+except Exception as e:  # noqa: BLE001 - any failure to import Lava means: skip, and say why
+    pytest.skip(f"Lava is not available ({e}); install it as the README's set-up does",
+                allow_module_level=True)
+
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.dense.process import Dense
+from lava.proc.io.source import RingBuffer
+from lava.proc.lif.process import LIF
+from lava.proc.monitor.process import Monitor
+
+pytestmark = pytest.mark.timeout(120)  # an error inside a Lava process can deadlock the run
+
+
+def _run_lava(spikes, weights, weight_exp, p: LifParams, bias):
+    n, steps = weights.shape[0], spikes.shape[1]
+    src = RingBuffer(data=spikes.astype(np.int32))
+    dense = Dense(weights=weights, weight_exp=weight_exp)
+    lif = LIF(shape=(n,), du=p.du, dv=p.dv, vth=p.vth, bias_mant=bias, bias_exp=p.bias_exp)
+    src.s_out.connect(dense.s_in)
+    dense.a_out.connect(lif.a_in)
+    mons = {}
+    for var in ("u", "v"):
+        mons[var] = Monitor()
+        mons[var].probe(getattr(lif, var), steps)
+    try:
+        lif.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        return {var: m.get_data()[lif.name][var].astype(np.int64) for var, m in mons.items()}
+    finally:
+        lif.stop()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lif_step_equals_lava_fixed_point(seed):
+    rng = np.random.default_rng(seed)
+    n, n_in, steps = 12, 20, 16
+    # strong weights with large exponents drive u past its 24-bit wrap and v into saturation
+    weight_exp = int(rng.choice([0, 3, 6, 7]))
+    weights = (rng.integers(-128, 128, (n, n_in)) * 2).astype(np.int32)  # even: no truncation
+    spikes = (rng.random((n_in, steps)) < 0.4)
+    p = LifParams(du=int(rng.choice([0, 1, 2048, 4095])), dv=int(rng.choice([0, 1, 300, 4095])),
+                  vth=int(rng.integers(0, 2000)), bias_exp=int(rng.integers(0, 8)))
+    bias = rng.integers(-4096, 4096, n).astype(np.int32)
+    got = _run_lava(spikes, weights, weight_exp, p, bias)
+
+    # Dense delays by one step: the LIF sees W @ s of the previous step, shifted by weight_exp
+    state = LifState.zeros((n,))
+    b = torch.tensor(bias, dtype=torch.int64)
+    w = torch.tensor(weights, dtype=torch.int64)
+    s_prev = torch.zeros(n_in, dtype=torch.int64)
+    for t in range(steps):
+        a_in = (w @ s_prev) << weight_exp
+        lif_step(state, a_in, b, p)
+        assert state.u.tolist() == got["u"][t].tolist(), (t, p)
+        assert state.v.tolist() == got["v"][t].tolist(), (t, p)
+        s_prev = torch.tensor(spikes[:, t], dtype=torch.int64)
+    # the comparison is not vacuous: Lava's neurons moved, and these cases reach the limits
+    assert np.abs(got["v"]).max() > 0 and np.abs(got["u"]).max() > 0
+
+
+def test_missing_lava_names_the_extra(monkeypatch):
+    """Without Lava on the path, the error says what to install (the core works without it)."""
+    import sys
+
+    from sdm_neuro.errors import ExportError
+    from sdm_neuro.export import lava_compat
+
+    for name in [m for m in sys.modules if m == "lava" or m.startswith("lava.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "site-packages" not in p])
+    with pytest.raises(ExportError, match="lava-nc==0.10.0"):
+        lava_compat.import_lava()
