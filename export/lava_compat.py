@@ -69,7 +69,7 @@ def import_lava() -> types.ModuleType:
     """Install the hooks and import ``lava``; a clear error names the extra when it is absent."""
     install_hooks()
     try:
-        import lava.magma.core.run_configs  # noqa: F401  (imports var_model through the hook)
+        import lava.magma.core.run_configs
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] == "lava":
             raise ExportError(f"Lava is not installed: it is an optional extra. Install it with "
