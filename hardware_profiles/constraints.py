@@ -66,14 +66,22 @@ def _weights(p: Projection) -> torch.Tensor:
 
 def fan_in(p: Projection) -> int:
     """Largest number of distinct source neurons with a non-zero weight onto one target neuron
-    (interior neuron). After a 2x upsample the 3x3 taps fold onto 2x2 source neurons."""
+    (interior neuron). After a u x nearest upsample, the taps of one output phase that read the
+    same source neuron fold into one synapse (for u = 2, k = 3: 2x2, see ``upsample_phases``)."""
     w = _weights(p) != 0
-    if p.upsample > 1:
-        from sdm_neuro.simulators.integer import upsample_phases
-
-        phases = upsample_phases(w.to(torch.int64)) != 0  # [4*O, C, 2, 2]
-        return int(phases.flatten(1).sum(1).max())
-    return int(w.flatten(1).sum(1).max())
+    u, k, pad = p.upsample, p.kernel, p.padding
+    if u == 1:
+        return int(w.flatten(1).sum(1).max())
+    best = 0
+    for a in range(u):
+        for b in range(u):  # output phase (a, b): tap ky reads source offset (a + ky - pad) // u
+            rows = {}
+            for ky in range(k):
+                for kx in range(k):
+                    key = ((a + ky - pad) // u, (b + kx - pad) // u)
+                    rows[key] = rows.get(key, torch.zeros_like(w[:, :, 0, 0])) | w[:, :, ky, kx]
+            best = max(best, int(sum(m.to(torch.int64) for m in rows.values()).sum(1).max()))
+    return best
 
 
 def synapse_count(p: Projection, src_shape: tuple[int, int, int]) -> int:

@@ -98,6 +98,11 @@ def conv_upsampled(z: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     return out.view(n, rows, 2 * h, 2 * w)
 
 
+def phased(proj: Projection) -> bool:
+    """Whether ``proj`` (3x3, padding 1, after a 2x upsample) runs as :func:`upsample_phases`."""
+    return proj.upsample == 2 and proj.kernel == 3 and proj.stride == 1 and proj.padding == 1
+
+
 def _as_slice(idx: torch.Tensor, n: int) -> slice | torch.Tensor | None:
     """None when ``idx`` is ``0..n-1``, a slice when it is a contiguous ascending run, else
     ``idx`` itself."""
@@ -126,11 +131,11 @@ class _Fused:
     # (projection, destination channels, conv output rows); each is None (all of them), a
     # slice (a contiguous run: a view, no copy) or an index tensor
     members: list[tuple[int, slice | torch.Tensor | None, slice | torch.Tensor | None]]
-    phased: bool = False               # weight holds upsample_phases kernels
+    phases: bool = False               # weight holds upsample_phases kernels
 
     def conv(self, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``[T, B, C_src, H, W]`` spikes (float) -> ``[T, B, rows, H', W']``."""
-        if not self.phased:
+        if not self.phases:
             return project(self.proto, z, weight)
         y = conv_upsampled(z.flatten(0, 1), weight)
         return y.view(*z.shape[:2], *y.shape[1:])
@@ -155,11 +160,10 @@ class IntegerSimulator:
         self.host_groups: list[tuple[list[str], _Fused]] = []
         for ps in host.values():
             weight = torch.cat([p.weight.float() for p in ps], dim=1)
-            phased = ps[0].upsample == 2 and ps[0].kernel == 3 and ps[0].stride == 1
-            if phased:
+            if phased(ps[0]):
                 weight = upsample_phases(weight)
             self.host_groups.append(([p.src for p in ps], _Fused(
-                HOST, ps[0], weight.contiguous(), torch.float32, [], phased)))
+                HOST, ps[0], weight.contiguous(), torch.float32, [], phased(ps[0]))))
         # A destination's accumulator is float32 when the sum of its inputs' bounds (after the
         # weight exponent) stays below 2**24, so every partial sum is an exact integer there.
         reach: dict[str, float] = defaultdict(float)
@@ -210,12 +214,10 @@ class IntegerSimulator:
                     uniq = uniq.view(-1, *weight.shape[1:])
                 entries = [(i, _as_slice(rows, self.shapes[graph.projections[i].dst][0]),
                             _as_slice(inverse[sl], len(uniq))) for i, rows, sl in entries]
-                phased = p0.upsample == 2 and p0.kernel == 3 and p0.stride == 1 \
-                    and p0.padding == 1
-                if phased:
+                if phased(p0):
                     uniq = upsample_phases(uniq)
                 self.fused[p0.src].append(_Fused(p0.src, p0, uniq.to(dtype).contiguous(),
-                                                 dtype, entries, phased))
+                                                 dtype, entries, phased(p0)))
 
     def _send(self, f: _Fused, spk: torch.Tensor, a_in: dict[str, torch.Tensor],
               batch: int, first_step: int = 0) -> None:

@@ -47,6 +47,15 @@ def trajectory_steps(sampler: str, num_steps: int, steps: int, calls: int) -> li
     return [chain[i] for i in idx]
 
 
+def noised_batch(images: torch.Tensor, t: int, batch: int, gen: torch.Generator,
+                 schedule: LinearSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random training images noised to step ``t`` (the forward-process marginal)."""
+    idx = torch.randint(len(images), (batch,), generator=gen)
+    tt = torch.full((batch,), t)
+    x0 = images[idx]
+    return schedule.q_sample(x0, tt, torch.randn(x0.shape, generator=gen)), tt
+
+
 def measure_activity(graph: DeployGraph, images: torch.Tensor, ts: list[int], *,
                      batch: int = 16, seed: int = 0, progress: bool = False) -> Activity:
     """Run the integer simulator once per t in ``ts`` on ``batch`` training images noised to
@@ -63,9 +72,7 @@ def measure_activity(graph: DeployGraph, images: torch.Tensor, ts: list[int], *,
     steps = graph.config.snn_steps
     neurons = sum(p.neurons for p in graph.populations)
     for t in tqdm(ts, desc="activity", unit="call", disable=not progress):
-        idx = torch.randint(len(images), (batch,), generator=gen)
-        tt = torch.full((batch,), t)
-        x = sch.q_sample(images[idx], tt, torch.randn(images[idx].shape, generator=gen))
+        x, tt = noised_batch(images, t, batch, gen, sch)
         c = Counters()
         sim(x, tt, c)
         spikes = sum(c.spikes.values()) / batch

@@ -227,7 +227,7 @@ def energy_report(model: SpikingUNet, graph: DeployGraph, images: torch.Tensor,
     (noised to each measured t)."""
     from ..diffusion import LinearSchedule
     from ..diffusion.samplers import model_call_steps
-    from .activity import measure_activity, trajectory_steps
+    from .activity import measure_activity, noised_batch, trajectory_steps
     from .ops import mean_ops, model_ops
 
     ts = trajectory_steps(sampler, graph.config.diffusion_steps, steps, calls)
@@ -237,10 +237,7 @@ def energy_report(model: SpikingUNet, graph: DeployGraph, images: torch.Tensor,
     gen = torch.Generator().manual_seed(seed + 1)
     runs = []
     for t in ts:
-        idx = torch.randint(len(images), (4,), generator=gen)
-        tt = torch.full((4,), t)
-        x = sch.q_sample(images[idx], tt, torch.randn(images[idx].shape, generator=gen))
-        runs.append(model_ops(model, x, tt))
+        runs.append(model_ops(model, *noised_batch(images, t, 4, gen, sch)))
     n_calls = len(model_call_steps(sampler, graph.config.diffusion_steps, steps))
     return build_report(model, graph, mean_ops(runs), activity, profiles, calls=n_calls,
                         sampler=sampler, steps=steps, checkpoint=checkpoint)
