@@ -182,6 +182,12 @@ def train(model_config: UNetConfig, config: TrainConfig, *, out: str | Path,
         ck = read_checkpoint(init, snn_steps=model_config.snn_steps)
         if ck.config.tsm and not model_config.tsm:
             raise ConfigError(f"{init}: a TSM checkpoint cannot initialise a non-TSM model.")
+        arch = ("ch", "ch_mult", "num_res_blocks", "img_ch")
+        diff = [f"{k} {getattr(ck.config, k)} vs {getattr(model_config, k)}" for k in arch
+                if getattr(ck.config, k) != getattr(model_config, k)]
+        if diff:
+            raise ConfigError(f"--init {init}: its weights do not fit the model ({', '.join(diff)}); "
+                              "leave the model flags out to take its architecture.")
         sd = to_tsm_state_dict(ck.state_dict, model_config) if model_config.tsm else ck.state_dict
         model.load_state_dict(sd)
     ema = SpikingUNet(model_config).to(dev)

@@ -8,7 +8,7 @@ import torch
 from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.checkpoint import read_checkpoint, read_train_state, save_checkpoint
 from sdm_neuro.cli import main as cli
-from sdm_neuro.errors import UsageError
+from sdm_neuro.errors import ConfigError, UsageError
 from sdm_neuro.training import (
     TrainConfig,
     batch_indices,
@@ -103,6 +103,21 @@ def test_cli_trains_tsm_from_a_non_tsm_checkpoint(tmp_path, capsys):
                 "--device", "cpu", "--out", str(out), "--quiet"]) == 0
     ck = read_checkpoint(out)
     assert ck.config.tsm and any(k.endswith(".tsmp") for k in ck.state_dict)
+
+
+def test_init_takes_the_architecture_of_its_checkpoint(tmp_path, capsys):
+    base = save_checkpoint(tmp_path / "base.pt", TINY, SpikingUNet(TINY).state_dict(),
+                           meta={"dataset": "digits"})
+    out = tmp_path / "next.pt"
+    assert cli(["train", "--init", str(base), "--steps", "1", "--batch", "4", "--device", "cpu",
+                "--out", str(out), "--quiet"]) == 0
+    assert read_checkpoint(out).config == TINY
+    # Flags that change the architecture cannot load those weights: say which and why.
+    code = cli(["train", "--init", str(base), "--ch", "16", "--steps", "1", "--batch", "4",
+                "--device", "cpu", "--out", str(tmp_path / "bad.pt"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == ConfigError.exit_code and "ch 8 vs 16" in err and str(base) in err
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path, capsys):

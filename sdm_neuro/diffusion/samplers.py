@@ -28,6 +28,19 @@ SamplerName = Literal["ddpm", "ddim"]
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
 
 
+def on_device(model: torch.nn.Module, device: torch.device) -> Denoiser:
+    """``model`` run on ``device`` while the noise and the sampler's arithmetic stay on the CPU,
+    so a sample differs across devices only by the model's own rounding."""
+    if device.type == "cpu":
+        return model
+    model = model.to(device)
+
+    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(x.to(device), t.to(device)).cpu()
+
+    return call
+
+
 def reference_step_list(num_steps: int, sample_steps: int) -> list[int]:
     """The reference's diffusion steps for an S-step sampler (DDIM appends 0 if missing)."""
     if not 1 <= sample_steps <= num_steps:
