@@ -46,6 +46,19 @@ def _add_sampling_args(p: argparse.ArgumentParser, *, num: int) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="where the float model runs: cpu (default), cuda, auto; the noise and the "
+                        "sampler stay on the CPU")
+
+
+def _float_denoiser(args: argparse.Namespace, model):
+    from .diffusion import on_device
+    from .training import resolve_device
+
+    return on_device(model, resolve_device(args.device))
+
+
 THRESHOLD_HELP = "threshold guidance: every firing threshold times X"
 
 
@@ -169,7 +182,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = ckpt.config
     out: Path = args.out
     t0 = time.perf_counter()
-    x = generate(model, LinearSchedule(num_steps=cfg.diffusion_steps), args.num,
+    x = generate(_float_denoiser(args, model), LinearSchedule(num_steps=cfg.diffusion_steps),
+                 args.num,
                  (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=args.batch,
                  sampler=args.sampler, steps=args.steps, seed=args.seed,
                  progress=not args.quiet)
@@ -222,7 +236,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if dataset is None:
                 raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was "
                                  "trained on; pass --dataset.")
-            samples = generate(model, LinearSchedule(num_steps=cfg.diffusion_steps), args.num,
+            samples = generate(_float_denoiser(args, model),
+                               LinearSchedule(num_steps=cfg.diffusion_steps), args.num,
                                (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=args.batch,
                                sampler=args.sampler, steps=args.steps, seed=args.seed,
                                progress=not args.quiet)
@@ -273,6 +288,35 @@ def _deploy(args: argparse.Namespace):
     return model, ckpt, dataset, train, graph
 
 
+def _from_bundle(args: argparse.Namespace):
+    """(float model or None, checkpoint path, dataset, graph) of ``simulate --bundle``: the
+    network comes from the bundle alone; the float model, for the comparison, from the
+    checkpoint given, else from the one the manifest names if it is still there, unchanged."""
+    from .checkpoint import load_model
+    from .export.bundle import read_bundle
+
+    if args.threshold_scale is not None:
+        raise UsageError("--threshold-scale: a bundle's thresholds were fixed at export; "
+                         "export again with --threshold-scale.")
+    graph, manifest = read_bundle(args.bundle)
+    src = manifest.get("checkpoint", {})
+    path = args.checkpoint
+    if path is None and src.get("path") and Path(src["path"]).is_file() \
+            and _sha256(Path(src["path"])) == src.get("sha256"):
+        path = Path(src["path"])
+    model = None
+    if path is not None:
+        model, _ = load_model(path, weights=args.weights, snn_steps=graph.config.snn_steps,
+                                 img_size=graph.config.img_size)
+        scale = manifest.get("quantization", {}).get("threshold_scale", 1.0)
+        if scale != 1.0:
+            model.set_threshold(scale)
+    else:
+        print(f"note: {args.bundle}: its checkpoint is not available; simulating without the "
+              "float comparison.", file=sys.stderr)
+    return model, path or src.get("path"), args.dataset or manifest.get("dataset"), graph
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import torch
 
@@ -285,8 +329,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model, ckpt, dataset, _, graph = _deploy(args)
-    cfg = ckpt.config
+    if args.bundle is not None:
+        model, ckpt_path, dataset, graph = _from_bundle(args)
+    else:
+        model, ckpt, dataset, _, graph = _deploy(args)
+        ckpt_path = ckpt.path
+    cfg = graph.config
     t_build = time.perf_counter() - t0
     denoiser = IntegerDenoiser(graph, mode=args.mode, float_model=model,
                                compare_every=args.compare_every)
@@ -299,13 +347,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     x_int = generate(denoiser, schedule, args.num, shape, progress=not args.quiet, **common)
     t_int = time.perf_counter() - t1
     t1 = time.perf_counter()
-    x_float = generate(model, schedule, args.num, shape, progress=not args.quiet, **common)
+    x_float = (None if model is None else
+               generate(model, schedule, args.num, shape, progress=not args.quiet, **common))
     t_float = time.perf_counter() - t1
 
     clf, clf_name = get_classifier(dataset, img_size=cfg.img_size, data_dir=args.data_dir,
                                    progress=not args.quiet)
     quality = {}
     for name, x in (("integer", x_int), ("float", x_float)):
+        if x is None:
+            continue
         rep = evaluate_images(x, dataset=dataset, classifier=clf, classifier_name=clf_name,
                               data_dir=args.data_dir, kid_subsets=20, seed=args.seed,
                               progress=False)
@@ -323,7 +374,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "spike_rate": c.spikes[pop.name] / calls / (pop.neurons * cfg.snn_steps * args.batch),
             "spike_agreement_with_float": sum(agree) / len(agree) if agree else None}
     report = {
-        "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt.path), "mode": args.mode,
+        "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt_path),
+        "bundle": None if args.bundle is None else str(args.bundle), "mode": args.mode,
         "sampler": args.sampler, "steps": args.steps, "num": args.num, "batch": args.batch,
         "seed": args.seed, "threshold_scale": args.threshold_scale or 1.0,
         "seconds": {"build": round(t_build, 2), "integer_sampling": round(t_int, 2),
@@ -336,14 +388,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               "spikes_total": sum(c.spikes.values()) / calls,
                               "events": dict(c.events)},
         "layers": layers,
-        "comparison": {"final_psnr_db": psnr(x_int, x_float), "eps_per_call": denoiser.errors,
-                       "quality": quality},
+        "comparison": {"final_psnr_db": None if x_float is None else psnr(x_int, x_float),
+                       "eps_per_call": denoiser.errors, "quality": quality},
     }
     with atomic_dir(args.out, force=args.force) as tmp:
         write_npy(tmp / "samples.npy", x_int.numpy())
-        write_npy(tmp / "float_samples.npy", x_float.numpy())
         save_grid(x_int, tmp / "samples.png")
-        save_grid(x_float, tmp / "float_samples.png")
+        if x_float is not None:
+            write_npy(tmp / "float_samples.npy", x_float.numpy())
+            save_grid(x_float, tmp / "float_samples.png")
         graph.save(tmp / "graph.pt")
         write_json(tmp / "simulate.json", report)
     if not args.quiet:
@@ -355,14 +408,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not console.is_terminal:
             console = Console(width=160)  # a file or pipe: do not squeeze the table into 80
         console.print(graph_table(graph, layers))
-    qi, qf = (quality[k]["rows"]["samples"] for k in ("integer", "float"))
-    print(f"integer vs float: final-image PSNR {report['comparison']['final_psnr_db']:.2f} dB; "
-          f"confident {qi['confident']:.3f} vs {qf['confident']:.3f}; "
-          f"FID ({dataset} classifier features) {qi['fid']:.2f} vs {qf['fid']:.2f}")
+    qi = quality["integer"]["rows"]["samples"]
+    if x_float is None:
+        print(f"integer (no float model to compare with): confident {qi['confident']:.3f}; "
+              f"FID ({dataset} classifier features) {qi['fid']:.2f}")
+    else:
+        qf = quality["float"]["rows"]["samples"]
+        print(f"integer vs float: final-image PSNR {report['comparison']['final_psnr_db']:.2f} "
+              f"dB; confident {qi['confident']:.3f} vs {qf['confident']:.3f}; "
+              f"FID ({dataset} classifier features) {qi['fid']:.2f} vs {qf['fid']:.2f}")
     print(f"per call: {report['counters_per_call']['synops_total']:.3g} synaptic ops, "
           f"{report['counters_per_call']['spikes_total']:.3g} spikes; sampling took "
           f"{t_int:.1f} s (integer) and {t_float:.1f} s (float)")
-    print(f"wrote {args.out}/samples.png, float_samples.png, simulate.json, graph.pt")
+    print(f"wrote {args.out}/samples.png, {'' if x_float is None else 'float_samples.png, '}"
+          "simulate.json, graph.pt")
     return 0
 
 
@@ -378,15 +437,29 @@ def cmd_energy_report(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     profiles = [get_profile(p) for p in (args.profile or shipped_profiles())]
     activity = activity_from_simulate(args.stats) if args.stats is not None else None
-    model, ckpt, _, train, graph = _deploy(args)
+    if args.bundle is not None:
+        from .data import load_dataset
+
+        model, ckpt_path, dataset, graph = _from_bundle(args)
+        if model is None:
+            raise UsageError(f"{args.bundle}: the report counts the float model's layer ops "
+                             f"(papers' convention, ANN baseline), and the bundle's checkpoint "
+                             f"({ckpt_path}) is not available; pass it: energy-report CKPT "
+                             "--bundle DIR.")
+        train = load_dataset(dataset, split="train", data_dir=args.data_dir,
+                             img_size=graph.config.img_size)
+    else:
+        model, ckpt, _, train, graph = _deploy(args)
+        ckpt_path = ckpt.path
     chain = activity.chain if activity is not None else None
     sampler = args.sampler or (chain[0] if chain else "ddpm")
     steps = args.steps or (chain[1] if chain else 1000)
     report = energy_report(model, graph, train.images, profiles, sampler=sampler,
                            steps=steps, calls=args.calls, batch=args.batch, seed=args.seed,
-                           activity=activity, checkpoint=str(ckpt.path),
+                           activity=activity, checkpoint=str(ckpt_path),
                            progress=not args.quiet)
-    report = {"tool": f"sdm-neuro {__version__}", **report}
+    report = {"tool": f"sdm-neuro {__version__}",
+              "bundle": None if args.bundle is None else str(args.bundle), **report}
     main_profile = "loihi2" if "loihi2" in report["profiles"] else profiles[0].name
     with atomic_dir(args.out, force=args.force) as tmp:
         write_json(tmp / "energy.json", report)
@@ -410,11 +483,19 @@ def _sha256(path: Path) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.target == "onnx":
+        return _export_onnx(args)
+    return _export_bundle(args)
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    import torch
+
     from .export.onnx import check_onnx, export_onnx
     from .fileio import atomic_dir, write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     model, ckpt = _load(args)
     _apply_threshold_scale(args, model)
     with atomic_dir(args.out, force=args.force) as tmp:
@@ -431,12 +512,68 @@ def cmd_export(args: argparse.Namespace) -> int:
             "onnx": onnx.__version__, "checkpoint": str(ckpt.path),
             "checkpoint_sha256": _sha256(ckpt.path), "model_config": ckpt.config.to_dict(),
             "threshold_scale": args.threshold_scale or 1.0,
-            "files": {"denoiser.onnx": "float denoiser, one call: inputs x_t [B, C, H, W] "
-                                       "float32 and t [B] int64, output eps"},
+            "files": {"denoiser.onnx": {
+                "sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size,
+                "what": "float denoiser, one call: inputs x_t [B, C, H, W] float32 and t [B] "
+                        "int64, output eps"}},
             "check_against_pytorch": chk.to_dict()})
     print(f"wrote {args.out}/denoiser.onnx and manifest.json; onnxruntime vs PyTorch: max "
           f"|diff| {chk.max_abs_diff:.2e}, 99.9th percentile {chk.p999_abs_diff:.2e} "
           f"(eps range {chk.eps_range:.2f})")
+    return 0
+
+
+def _export_bundle(args: argparse.Namespace) -> int:
+    import torch
+
+    from .deploy.pipeline import LOWERING_PASSES
+    from .errors import ConstraintError
+    from .export.bundle import write_bundle
+    from .fileio import atomic_dir
+    from .hardware_profiles.constraints import check
+    from .hardware_profiles.profile import get_profile
+    from .simulators.timed import call_length, schedule
+
+    t0 = time.perf_counter()
+    _, ckpt, dataset, _, graph = _deploy(args)
+    graph = schedule(graph)
+    if args.target == "loihi2":
+        from .export.loihi2 import check_lava_deployable
+
+        check_lava_deployable(graph)
+    profile = get_profile(args.profile or "loihi2")
+    placement = check(graph, profile)
+    if placement.violations and not args.allow_violations:
+        lines = "\n  ".join(str(v) for v in placement.violations)
+        raise ConstraintError(f"{ckpt.path}: the network does not fit profile {profile.name} "
+                              f"({profile.path}):\n  {lines}\n(--allow-violations writes the "
+                              "bundle anyway)")
+    manifest = {
+        "target": args.target, "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
+        "checkpoint": {"path": str(ckpt.path), "sha256": _sha256(ckpt.path), "kind": ckpt.kind,
+                       "weights": ckpt.weights},
+        "dataset": dataset, "model_config": graph.config.to_dict(),
+        "quantization": {"threshold_scale": args.threshold_scale or 1.0,
+                         "calibration": {"dataset": dataset, "seed": args.seed, "batches": 4,
+                                         "batch_size": 32, "what": "training images noised at "
+                                         "uniformly random t"},
+                         "populations": graph.meta.get("quantization", {})},
+        "lowering_passes": list(LOWERING_PASSES),
+        "timing": {"dt": "one Loihi 2 time step", "call_length": call_length(graph),
+                   "offsets": {p.name: p.offset for p in graph.populations},
+                   "reset": "LIFReset at each population's window start; reset to zero"},
+        "profile": {"name": profile.name, "path": str(profile.path)},
+        "constraints": placement.to_dict(),
+    }
+    with atomic_dir(args.out, force=args.force) as tmp:
+        manifest = write_bundle(graph, tmp, manifest)
+    files = ", ".join(f"{n} ({v['bytes'] / 1e6:.1f} MB)" for n, v in manifest["files"].items())
+    print(f"wrote {args.out}: manifest.json, {files} in {time.perf_counter() - t0:.1f} s")
+    size = (f"{placement.total_cores} cores, " if placement.total_cores is not None else "") + \
+        (f"{placement.chips} chip(s); " if placement.chips is not None else "")
+    print(f"{profile.name}: {size or 'no core model; '}{len(placement.violations)} violation(s)")
+    for v in placement.violations:
+        print(f"  {v}")
     return 0
 
 
@@ -525,8 +662,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  "recipe (only --steps, --out, --device, --save-every may change).")
         config = dataclasses.replace(stored, steps=args.steps or stored.steps)
     else:
-        dataset = args.dataset or "digits"
-        base = default_model_config(dataset, args.img_size)
+        init = read_checkpoint(args.init) if args.init is not None else None
+        dataset = args.dataset or (init.meta.get("dataset") if init else None) or "digits"
+        # Weights to start from fix the architecture; the flags may still change T_snn, the
+        # image size or add TSM gains.
+        base = init.config if init else default_model_config(dataset, args.img_size)
         model_config = base.replace(**{k: v for k, v in given.items() if k in _MODEL_FIELDS})
         tc = {k: v for k, v in given.items() if k in _TRAIN_FIELDS}
         tc.setdefault("hflip", dataset == "cifar10")
@@ -573,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate images with the float model (PNG grid + .npy)")
     _add_checkpoint_args(p)
     _add_sampling_args(p, num=16)
+    _add_device_arg(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="threshold guidance: set every IF threshold to this value (e.g. 0.998)")
     _add_output_args(p, "out/sample", force=False)
@@ -589,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "images (floor) and noise (ceiling) are scored in the same run.")
     _add_checkpoint_args(p)
     _add_sampling_args(p, num=250)
+    _add_device_arg(p)
     p.add_argument("--threshold", type=float, default=None, help="threshold guidance value")
     p.add_argument("--samples", type=Path, default=None,
                    help="score these images (.npy [N,C,H,W] in [-1,1]) instead of sampling")
@@ -616,6 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "statistics, per-call eps error, PSNR, quality of both).")
     _add_checkpoint_args(p)
     _add_sampling_args(p, num=16)
+    p.add_argument("--bundle", type=Path, default=None, metavar="DIR",
+                   help="simulate the network of an export bundle (loihi2 / nir target)")
     p.add_argument("--mode", choices=("ideal", "hardware"), default="ideal")
     p.add_argument("--compare-every", type=int, default=10,
                    help="compare eps and spikes with the float model every N calls")
@@ -637,6 +781,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", default=None, metavar="NAME|FILE.toml",
                    help="a shipped profile or your own TOML file (repeatable; default: all "
                         "shipped profiles)")
+    p.add_argument("--bundle", type=Path, default=None, metavar="DIR",
+                   help="report on the network of an export bundle (its thresholds and "
+                        "quantization; the float model from its checkpoint)")
     p.add_argument("--stats", type=Path, default=None, metavar="SIMULATE_JSON",
                    help="use the activity of a sdm-neuro simulate run instead of measuring")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
@@ -653,17 +800,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_energy_report)
 
     p = sub.add_parser(
-        "export", help="export the model for deployment (now: the float denoiser as ONNX)",
-        description="Write an export bundle: a directory with manifest.json (tool and format "
-                    "versions, checkpoint SHA-256, model config) and the exported network. "
-                    "--target onnx: the float denoiser (one call, inputs x_t and t), checked "
-                    "against PyTorch with onnxruntime. The NIR and Lava (loihi2) targets come "
-                    "with the NIR / Lava backends.")
+        "export", help="write an export bundle: NIR + integer parameters for Loihi 2, or ONNX",
+        description="Write an export bundle, a directory: manifest.json (tool and format "
+                    "versions, checkpoint SHA-256, model config, quantization, profile, passes, "
+                    "timing, constraint check), network.nir (the quantized spiking network; "
+                    "integer parameters in documented metadata) and host.npz (time-embedding "
+                    "tables, decoder tail, sampler schedule). --target loihi2 also checks the "
+                    "network against the Loihi 2 profile (a violation is an error, exit code 8, "
+                    "unless --allow-violations) and refuses TSM models, which a fixed Lava "
+                    "connection cannot hold. --target onnx writes the float denoiser, checked "
+                    "against PyTorch with onnxruntime.")
     _add_checkpoint_args(p)
-    p.add_argument("--target", choices=("onnx",), default="onnx")
-    p.add_argument("--threshold-scale", type=float, default=None, metavar="X",
-                   help=THRESHOLD_HELP)
-    p.add_argument("--seed", type=int, default=0, help="seed of the check's random inputs")
+    p.add_argument("--target", choices=("loihi2", "nir", "onnx"), default="loihi2")
+    p.add_argument("--profile", default=None,
+                   help="hardware profile the constraints are checked against (default loihi2)")
+    p.add_argument("--allow-violations", action="store_true",
+                   help="write the bundle even if the network breaks a limit of the profile")
+    _add_deploy_args(p)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the calibration batch (and of the ONNX check's inputs)")
     _add_output_args(p, "out/export")
     p.set_defaults(func=cmd_export)
 

@@ -48,3 +48,10 @@ class ExportError(SdmNeuroError):
     """An export failed, or its check against the reference implementation did not hold."""
 
     exit_code = 7
+
+
+class ConstraintError(SdmNeuroError):
+    """The network breaks a limit of the target hardware profile (export without
+    ``--allow-violations``); the message lists every violation with its actual value and limit."""
+
+    exit_code = 8

@@ -292,7 +292,7 @@ class IntegerSimulator:
                     counters.events[k] += v
         if counters is not None:
             self._count(spikes, batch, counters)
-        return self._decode(floats, steps), spikes
+        return self.decode(floats, steps), spikes
 
     def _count(self, spikes: dict[str, torch.Tensor], batch: int, counters: Counters) -> None:
         """Spikes, synaptic operations (spikes x true fan-out), neuron updates, host MACs."""
@@ -310,7 +310,7 @@ class IntegerSimulator:
         counters.calls += 1
         counters.host_macs += host_macs(g, batch)
 
-    def _decode(self, spikes: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
+    def decode(self, spikes: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
         """The host: read the decoder's projections (float weights), run the tail.
         ``spikes``: float32 (or bool) spikes of every population."""
         g = self.graph

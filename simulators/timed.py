@@ -112,4 +112,4 @@ class TimedSimulator(IntegerSimulator):
             for k, v in events.items():
                 counters.events[f"{k} (any step)"] += v
             self._count(spikes, batch, counters)
-        return self._decode(spikes, steps), spikes
+        return self.decode(spikes, steps), spikes

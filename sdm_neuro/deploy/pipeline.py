@@ -15,6 +15,18 @@ from .graph import DeployGraph
 from .lower import lower
 from .quantize import calibrate, quantize
 
+LOWERING_PASSES = (
+    ("lower (float64): BatchNorm folded into the convs; 1x1 shortcuts, residual sums and skip "
+     "concatenations composed into projections; the time-embedding MLP tabulated per t; the "
+     "pixel conv and the decoder tail kept on the host"),
+    ("calibrate: drive, bias and membrane ranges per population on 4 x 32 training images "
+     "noised at uniformly random t"),
+    ("quantize (Loihi 2 fixed point): vth a power of two; 8-bit even weights with a "
+     "weight_exp per projection; 13-bit bias mantissas with a bias_exp per population"),
+    ("schedule: window offsets (longest path from the stem) and balancing synaptic delays for "
+     "Lava's one-step Sparse delay"),
+)
+
 
 def calibration_inputs(images: torch.Tensor, *, batches: int = 4, batch_size: int = 32,
                        seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,133 @@
+"""The export bundle: NIR round trip, the export CLI, and simulate --bundle."""
+
+import dataclasses
+import json
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from sdm_neuro import SpikingUNet, UNetConfig
+from sdm_neuro.checkpoint import save_checkpoint
+from sdm_neuro.cli import main as cli
+from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
+from sdm_neuro.errors import CheckpointError, ConstraintError, ExportError, UsageError
+from sdm_neuro.export.bundle import NIR_FILE, read_bundle, write_bundle
+from sdm_neuro.simulators.timed import schedule
+
+TINY = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+@pytest.mark.parametrize("tsm", [False, True])
+def test_bundle_round_trip_is_exact(tmp_path, randomized, tsm):
+    model = randomized(SpikingUNet(TINY.replace(tsm=tsm, snn_steps=3)).eval())
+    graph = schedule(build_integer_graph(model, calibration_inputs(
+        torch.rand(32, 1, 8, 8) * 2 - 1, batches=1, batch_size=16)))
+    write_bundle(graph, tmp_path, {"target": "nir"})
+    nir.read(tmp_path / NIR_FILE)  # plain NIR, type checking on
+    back, manifest = read_bundle(tmp_path)
+    assert back.config == graph.config
+    for kind in ("populations", "projections"):
+        for a, b in zip(getattr(graph, kind), getattr(back, kind), strict=True):
+            for f in dataclasses.fields(a):
+                assert _same(getattr(a, f.name), getattr(b, f.name)), (kind, f.name)
+    for f in dataclasses.fields(graph.host):
+        assert _same(getattr(graph.host, f.name), getattr(back.host, f.name)), f.name
+    assert set(manifest["files"]) == {"network.nir", "host.npz"}
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "tiny.pt", TINY, SpikingUNet(TINY).state_dict(),
+                           meta={"dataset": "digits"})
+
+
+def test_simulate_bundle_gives_the_checkpoints_samples(tmp_path, tiny_ckpt, capsys):
+    out = tmp_path / "bundle"
+    assert cli(["export", str(tiny_ckpt), "--target", "loihi2", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "loihi2" and manifest["constraints"]["fits"]
+    assert manifest["checkpoint"]["sha256"] and manifest["timing"]["call_length"] > 2
+    common = ["--sampler", "ddim", "--steps", "3", "--num", "3", "--batch", "3", "--quiet"]
+    assert cli(["simulate", str(tiny_ckpt), *common, "--out", str(tmp_path / "a")]) == 0
+    assert cli(["simulate", "--bundle", str(out), *common, "--out", str(tmp_path / "b")]) == 0
+    a, b = (np.load(tmp_path / d / "samples.npy") for d in ("a", "b"))
+    assert np.array_equal(a, b)
+    # the bundle alone (its checkpoint gone) still simulates, without the float comparison
+    tiny_ckpt.unlink()
+    assert cli(["simulate", "--bundle", str(out), *common, "--out", str(tmp_path / "c")]) == 0
+    assert np.array_equal(np.load(tmp_path / "c" / "samples.npy"), a)
+    assert not (tmp_path / "c" / "float_samples.npy").exists()
+
+
+def test_export_refuses_to_overwrite_and_detects_a_changed_file(tmp_path, tiny_ckpt, capsys):
+    out = tmp_path / "bundle"
+    assert cli(["export", str(tiny_ckpt), "--target", "nir", "--out", str(out)]) == 0
+    assert cli(["export", str(tiny_ckpt), "--target", "nir", "--out",
+                str(out)]) == UsageError.exit_code
+    assert "--force" in capsys.readouterr().err
+    with open(out / "host.npz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(CheckpointError, match="host.npz: SHA-256 differs"):
+        read_bundle(out)
+
+
+def test_constraint_violations_have_their_own_exit_code(tmp_path, tiny_ckpt, capsys):
+    out = tmp_path / "bundle"
+    code = cli(["export", str(tiny_ckpt), "--profile", "xylo", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == ConstraintError.exit_code and "neurons is 4,352, limit 1,000" in err
+    assert not out.exists()
+    assert cli(["export", str(tiny_ckpt), "--profile", "xylo", "--allow-violations",
+                "--out", str(out)]) == 0
+    assert not json.loads((out / "manifest.json").read_text())["constraints"]["fits"]
+
+
+def test_loihi2_export_refuses_tsm_but_nir_takes_it(tmp_path, capsys, randomized):
+    cfg = TINY.replace(tsm=True)
+    model = randomized(SpikingUNet(cfg))  # per-step gains 0.7..1.3
+    ckpt = save_checkpoint(tmp_path / "tsm.pt", cfg, model.state_dict(),
+                           meta={"dataset": "digits"})
+    assert cli(["export", str(ckpt), "--out", str(tmp_path / "l")]) == ExportError.exit_code
+    assert "TSM" in capsys.readouterr().err and not (tmp_path / "l").exists()
+    assert cli(["export", str(ckpt), "--target", "nir", "--out", str(tmp_path / "n")]) == 0
+
+
+def test_export_of_a_reference_format_checkpoint(tmp_path):
+    """The SDDPM trainer's layout (net_model / ema_model / optim / step / x_T): no config or
+    dataset inside, so the image size and the calibration set come from the command line."""
+    torch.manual_seed(0)
+    sd = SpikingUNet(TINY).state_dict()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"net_model": sd, "ema_model": sd, "optim": {}, "step": 10,
+                "x_T": torch.randn(2, 1, 8, 8)}, path)
+    out = tmp_path / "bundle"
+    assert cli(["export", str(path), "--img-size", "8", "--snn-steps", "2", "--dataset",
+                "digits", "--out", str(out)]) == 0
+    graph, manifest = read_bundle(out)
+    assert manifest["checkpoint"]["kind"] == "reference" and graph.config.ch == 4
+
+
+def test_energy_report_of_a_bundle_equals_that_of_its_checkpoint(tmp_path, tiny_ckpt):
+    out = tmp_path / "bundle"
+    assert cli(["export", str(tiny_ckpt), "--target", "nir", "--out", str(out)]) == 0
+    common = ["--profile", "loihi2", "--calls", "2", "--batch", "2", "--quiet"]
+    assert cli(["energy-report", str(tiny_ckpt), *common, "--out", str(tmp_path / "a")]) == 0
+    assert cli(["energy-report", "--bundle", str(out), *common, "--out",
+                str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / d / "energy.json").read_text()) for d in ("a", "b"))
+    assert b["bundle"] == str(out) and a["layers"] == b["layers"]
+    assert a["profiles"] == b["profiles"]
+    tiny_ckpt.unlink()  # without the float model the report cannot count the ANN baseline
+    assert cli(["energy-report", "--bundle", str(out), *common, "--out",
+                str(tmp_path / "c")]) == UsageError.exit_code
