@@ -312,6 +312,7 @@ def check_state_dict(config: UNetConfig, sd: dict[str, torch.Tensor], *, source:
     shapes = [f"{k}: expected {list(expected[k])}, got {list(sd[k].shape)}"
               for k in expected if k in sd and tuple(sd[k].shape) != expected[k]]
     if not (missing or unexpected or shapes):
+        _check_values(sd, source)
         return
 
     def listing(title: str, items: list[str]) -> str:
@@ -327,6 +328,18 @@ def check_state_dict(config: UNetConfig, sd: dict[str, torch.Tensor], *, source:
     if shapes:
         parts.append(listing("Shape mismatches", shapes))
     raise CheckpointMismatchError(" ".join(parts))
+
+
+def _check_values(sd: dict[str, torch.Tensor], source: str) -> None:
+    """NaN / inf weights, or a negative BatchNorm variance (a NaN once folded), are an error
+    here, where the key can be named, not deep inside lowering."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad += [f"{k} (min {float(v.min()):.3g})" for k, v in sd.items()
+            if k.endswith("running_var") and bool((v < 0).any())]
+    if bad:
+        more = f" ... and {len(bad) - 8} more" if len(bad) > 8 else ""
+        raise CheckpointError(f"{source}: non-finite weights or negative BatchNorm running_var "
+                              f"in {len(bad)} tensor(s): {', '.join(bad[:8])}{more}.")
 
 
 # ---------------------------------------------------------------------------------------------

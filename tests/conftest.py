@@ -57,6 +57,7 @@ def reference_checkpoint(tmp_path_factory, key_listing):
     def make(listing: str, *, ema: bool = False) -> Path:
         g = torch.Generator().manual_seed(0)
         sd = {k: (torch.zeros(shape, dtype=torch.int64) if dtype == "int64"
+                  else 0.5 + torch.rand(shape, generator=g) if k.endswith("running_var")
                   else torch.randn(shape, generator=g) * 0.02)
               for k, (shape, dtype) in key_listing(listing).items()}
         path = tmp_path_factory.mktemp("ref") / (Path(listing).stem + ".pt")

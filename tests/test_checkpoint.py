@@ -128,7 +128,14 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     wrong = TINY.to_dict() | {"ch": 16}
     torch.save({"format": FORMAT_TAG, "format_version": 1, "config": wrong, "net_model": tiny_sd()},
                tmp / "inconsistent.pt")
+    sd = tiny_sd()
+    sd["downblocks.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    sd["bn.running_var"][1] = -0.5
+    torch.save({"net_model": sd}, tmp / "values.pt")
     return {
+        "values": (tmp / "values.pt", (r"non-finite weights or negative BatchNorm running_var in "
+                                       r"2 tensor\(s\): downblocks.0.conv1.weight, "
+                                       r"bn.running_var \(min -0.5\)")),
         "missing": (tmp / "nope.pt", "no such file"),
         "directory": (tmp, "is a directory"),
         "truncated": (tmp / "trunc.pt", "truncated or corrupted"),
@@ -146,7 +153,8 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "truncated", "text", "empty", "pickle-code",
-                                  "not-a-dict", "no-weights", "keys", "future-version", "inconsistent"])
+                                  "not-a-dict", "no-weights", "keys", "future-version", "inconsistent",
+                                  "values"])
 def test_bad_checkpoints_fail_clearly(tmp_path, monkeypatch, capsys, case):
     monkeypatch.chdir(tmp_path)
     path, message = bad_files(tmp_path)[case]
