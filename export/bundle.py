@@ -13,7 +13,6 @@ checkpoint it was exported from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from ..config import UNetConfig
 from ..deploy.graph import HOST, DeployGraph, HostStages, NeuronParams, Population, Projection
 from ..errors import CheckpointError
+from ..fileio import sha256_file
 
 BUNDLE_FORMAT = "sdm-neuro-bundle"
 BUNDLE_VERSION = 1
@@ -62,14 +62,6 @@ Input "temb:<block>" (the host's per-channel time embedding, broadcast) -> its p
 Conv2d "host:<i>" projections (float, read by the host) -> Output "decoder_input", whose sum
 plus host.npz tail_bias feeds the decoder tail in host.npz.
 """
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _np(t: torch.Tensor | None) -> np.ndarray | None:
@@ -211,7 +203,7 @@ def write_bundle(graph: DeployGraph, out: Path, manifest: dict[str, Any]) -> dic
                 "nir_version": _nir_version(),
                 "sampler_schedule": {"kind": "linear", "beta_1": float(sch.betas[0]),
                                      "beta_T": float(sch.betas[-1]), "steps": sch.num_steps},
-                "files": {n: {"sha256": _sha256(out / n), "bytes": (out / n).stat().st_size}
+                "files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size}
                           for n in (NIR_FILE, HOST_FILE)},
                 "nir_metadata": NIR_METADATA.splitlines()}
     write_json(out / MANIFEST, manifest)
@@ -247,7 +239,7 @@ def read_bundle(path: str | Path) -> tuple[DeployGraph, dict[str, Any]]:
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"{f}: missing (listed in {MANIFEST}).")
-        if _sha256(f) != info["sha256"]:
+        if sha256_file(f) != info["sha256"]:
             raise CheckpointError(f"{f}: SHA-256 differs from {MANIFEST}; the file was changed.")
     with np.load(path / HOST_FILE) as z:
         host = {k: z[k] for k in z.files}

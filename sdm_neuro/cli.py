@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ExportError, SdmNeuroError, UsageError
+from .fileio import sha256_file
 
 # ---------------------------------------------------------------------------------------------
 # shared options
@@ -302,7 +303,7 @@ def _from_bundle(args: argparse.Namespace):
     src = manifest.get("checkpoint", {})
     path = args.checkpoint
     if path is None and src.get("path") and Path(src["path"]).is_file() \
-            and _sha256(Path(src["path"])) == src.get("sha256"):
+            and sha256_file(Path(src["path"])) == src.get("sha256"):
         path = Path(src["path"])
     model = None
     if path is not None:
@@ -470,16 +471,6 @@ def cmd_energy_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -510,10 +501,10 @@ def _export_onnx(args: argparse.Namespace) -> int:
             "format": "sdm-neuro-bundle", "format_version": 1, "target": args.target,
             "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
             "onnx": onnx.__version__, "checkpoint": str(ckpt.path),
-            "checkpoint_sha256": _sha256(ckpt.path), "model_config": ckpt.config.to_dict(),
+            "checkpoint_sha256": sha256_file(ckpt.path), "model_config": ckpt.config.to_dict(),
             "threshold_scale": args.threshold_scale or 1.0,
             "files": {"denoiser.onnx": {
-                "sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size,
+                "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
                 "what": "float denoiser, one call: inputs x_t [B, C, H, W] float32 and t [B] "
                         "int64, output eps"}},
             "check_against_pytorch": chk.to_dict()})
@@ -550,7 +541,7 @@ def _export_bundle(args: argparse.Namespace) -> int:
                               "bundle anyway)")
     manifest = {
         "target": args.target, "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
-        "checkpoint": {"path": str(ckpt.path), "sha256": _sha256(ckpt.path), "kind": ckpt.kind,
+        "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "kind": ckpt.kind,
                        "weights": ckpt.weights},
         "dataset": dataset, "model_config": graph.config.to_dict(),
         "quantization": {"threshold_scale": args.threshold_scale or 1.0,

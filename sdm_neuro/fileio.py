@@ -74,3 +74,14 @@ def write_npy(path: str | os.PathLike, array: object) -> Path:
             np.save(f, array)
 
     return write_atomic(path, write)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
