@@ -88,6 +88,9 @@ def test_constraint_violations_have_their_own_exit_code(tmp_path, tiny_ckpt, cap
     err = capsys.readouterr().err
     assert code == ConstraintError.exit_code and "neurons is 4,352, limit 1,000" in err
     assert not out.exists()
+    # an explicit profile is enforced for the NIR target too
+    assert cli(["export", str(tiny_ckpt), "--target", "nir", "--profile", "xylo", "--out",
+                str(out)]) == ConstraintError.exit_code and not out.exists()
     assert cli(["export", str(tiny_ckpt), "--profile", "xylo", "--allow-violations",
                 "--out", str(out)]) == 0
     assert not json.loads((out / "manifest.json").read_text())["constraints"]["fits"]

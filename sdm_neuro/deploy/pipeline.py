@@ -15,12 +15,14 @@ from .graph import DeployGraph
 from .lower import lower
 from .quantize import calibrate, quantize
 
+CALIBRATION = {"batches": 4, "batch_size": 32}  # the CLI's calibration set (recorded in bundles)
+
 LOWERING_PASSES = (
     ("lower (float64): BatchNorm folded into the convs; 1x1 shortcuts, residual sums and skip "
      "concatenations composed into projections; the time-embedding MLP tabulated per t; the "
      "pixel conv and the decoder tail kept on the host"),
-    ("calibrate: drive, bias and membrane ranges per population on 4 x 32 training images "
-     "noised at uniformly random t"),
+    (f"calibrate: drive, bias and membrane ranges per population on {CALIBRATION['batches']} x "
+     f"{CALIBRATION['batch_size']} training images noised at uniformly random t"),
     ("quantize (Loihi 2 fixed point): vth a power of two; 8-bit even weights with a "
      "weight_exp per projection; 13-bit bias mantissas with a bias_exp per population"),
     ("schedule: window offsets (longest path from the stem) and balancing synaptic delays for "
@@ -28,7 +30,8 @@ LOWERING_PASSES = (
 )
 
 
-def calibration_inputs(images: torch.Tensor, *, batches: int = 4, batch_size: int = 32,
+def calibration_inputs(images: torch.Tensor, *, batches: int = CALIBRATION["batches"],
+                       batch_size: int = CALIBRATION["batch_size"],
                        seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Training images noised at uniformly random t: what the denoiser sees while sampling."""
     gen = torch.Generator().manual_seed(seed)
