@@ -1,2 +1,3 @@
-"""Deployment backends: ONNX now (``onnx.py``); NIR, Lava / Loihi 2 and the export-time
-hardware checks arrive with the export issue. See README.md in this folder."""
+"""Deployment backends: the export bundle and its NIR file (``bundle.py``), Lava / Loihi 2
+(``loihi2.py``), lava-dl netx for feed-forward SNNs (``netx.py``), ONNX (``onnx.py``). See
+README.md in this folder."""

@@ -74,6 +74,22 @@ def _add_deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
 
 
+def _add_sequential_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "NIR graphs", "CHECKPOINT may be a .nir file: a feed-forward SNN ((Conv2d | Affine) -> "
+        "(IF | LIF) layers) as snnTorch's export_to_nir or Norse's to_nir write it. It is "
+        "quantized on the input (or random spikes) and run by the integer simulator beside its "
+        "float reference; export writes its lava-dl netx HDF5.")
+    g.add_argument("--input", type=Path, default=None, metavar="X.npy",
+                   help="input [B, *shape] (held every step) or [T, B, *shape]; 0/1 values are "
+                        "spikes, others a current (default: random spikes)")
+    g.add_argument("--time-steps", type=int, default=32, help="time steps (default 32)")
+    g.add_argument("--rate", type=float, default=0.2,
+                   help="spike probability of the random input (default 0.2)")
+    g.add_argument("--dt", type=float, default=None,
+                   help="time step the LIF constants assume (default: from the file)")
+
+
 def _apply_threshold_scale(args: argparse.Namespace, model) -> None:
     if args.threshold_scale is not None:
         if not args.threshold_scale > 0:
@@ -317,6 +333,51 @@ def _from_bundle(args: argparse.Namespace):
     return model, path or src.get("path"), args.dataset or manifest.get("dataset"), graph
 
 
+def _is_nir(args: argparse.Namespace) -> bool:
+    return args.checkpoint is not None and args.checkpoint.suffix == ".nir"
+
+
+def _sequential(args: argparse.Namespace):
+    """(network, input, input description) of a ``.nir`` CHECKPOINT argument."""
+    from .sequential.nir_io import from_nir
+    from .sequential.simulate import network_input
+
+    if args.threshold_scale is not None:
+        raise UsageError("--threshold-scale applies to U-Net checkpoints, not to NIR graphs.")
+    net = from_nir(args.checkpoint, dt=args.dt)
+    x, desc = network_input(net, args.input, steps=args.time_steps, batch=args.num,
+                            rate=args.rate, seed=args.seed)
+    return net, x, desc
+
+
+def _simulate_sequential(args: argparse.Namespace) -> int:
+    from .fileio import atomic_dir, write_json
+    from .sequential.simulate import save_plot, simulate_sequential
+
+    net, x, desc = _sequential(args)
+    run = simulate_sequential(net, x)
+    report = {"tool": f"sdm-neuro {__version__}", "nir": str(args.checkpoint),
+              "sha256": sha256_file(args.checkpoint), "input": desc, **run.report}
+    with atomic_dir(args.out, force=args.force) as tmp:
+        import numpy as np
+
+        np.savez_compressed(tmp / "spikes.npz", **{
+            f"{kind}:{layer.name}": s.numpy().astype(np.uint8)
+            for kind, spikes in (("float", run.float_spikes), ("integer", run.int_spikes))
+            for layer, s in zip(net.layers, spikes, strict=True)})
+        save_plot(run, tmp / "rates.png")
+        write_json(tmp / "simulate.json", report)
+    for name, layer in report["layers"].items():
+        print(f"{name}: {layer['kind']} {layer['shape']} rate float {layer['rate_float']:.4f} "
+              f"integer {layer['rate_integer']:.4f}; spike agreement "
+              f"{layer['spike_agreement']:.4f} (vth {layer['vth']}, dv {layer['dv']})")
+    out = report["output"]
+    print(f"output: argmax of spike counts agrees on {out['argmax_agreement']:.3f} of "
+          f"{report['batch']} samples; mean |count difference| {out['count_abs_diff_mean']:.3f}")
+    print(f"wrote {args.out}/simulate.json, spikes.npz, rates.png")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import torch
 
@@ -328,6 +389,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if _is_nir(args):
+        return _simulate_sequential(args)
     t0 = time.perf_counter()
     if args.bundle is not None:
         model, ckpt_path, dataset, graph = _from_bundle(args)
@@ -475,9 +538,51 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if _is_nir(args):
+        return _export_sequential(args)
     if args.target == "onnx":
         return _export_onnx(args)
     return _export_bundle(args)
+
+
+def _export_sequential(args: argparse.Namespace) -> int:
+    import torch
+
+    from .export.netx import NETX_FILE, write_netx
+    from .fileio import atomic_dir, write_json
+    from .sequential.nir_io import to_nir
+    from .sequential.quantize import quantize_sequential
+
+    if args.target == "onnx":
+        raise UsageError(f"{args.checkpoint}: --target onnx exports U-Net denoisers; a NIR "
+                         "graph exports to loihi2 (netx HDF5) or nir.")
+    import nir
+
+    net, x, desc = _sequential(args)
+    qnet = quantize_sequential(net, x)
+    with atomic_dir(args.out, force=args.force) as tmp:
+        files = {"network.nir": "the float network (NIR, dt and discretisation in metadata)"}
+        nir.write(tmp / "network.nir", to_nir(net))
+        if args.target == "loihi2":
+            write_netx(qnet, tmp / NETX_FILE)
+            files[NETX_FILE] = ("lava-dl netx HDF5 of the quantized network; run it with "
+                                "netx.hdf5.Network(net_config=..., reset_interval=R, "
+                                "reset_offset=1), R >= time steps + layers + 1, feeding "
+                                "binary spikes to net.inp (sdm_neuro.export.netx.run_netx)")
+        qz = tmp / "quantized.pt"
+        torch.save({ql.layer.name: {"weight_int": ql.weight_int, "bias_mant": ql.bias_mant,
+                                    "vth": ql.vth, "dv": ql.dv} for ql in qnet.layers}, qz)
+        files["quantized.pt"] = "integer parameters per layer (weights, bias_mant, vth, dv)"
+        write_json(tmp / "manifest.json", {
+            "format": "sdm-neuro-sequential-bundle", "format_version": 1,
+            "target": args.target, "tool": f"sdm-neuro {__version__}",
+            "source": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint),
+                       "read_as": net.source},
+            "dt": net.dt, "calibration": desc, "quantization": qnet.report,
+            "files": {n: {"sha256": sha256_file(tmp / n), "what": w} for n, w in files.items()}})
+    print(f"wrote {args.out}: manifest.json, {', '.join(files)} "
+          f"({len(net.layers)} layers, input {'spikes' if qnet.spike_input else 'current'})")
+    return 0
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
@@ -755,6 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("ideal", "hardware"), default="ideal")
     p.add_argument("--compare-every", type=int, default=10,
                    help="compare eps and spikes with the float model every N calls")
+    _add_sequential_args(p)
     _add_deploy_args(p)
     _add_output_args(p, "out/simulate")
     p.set_defaults(func=cmd_simulate)
@@ -811,6 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deploy_args(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the calibration batch (and of the ONNX check's inputs)")
+    _add_sequential_args(p)
+    p.add_argument("--num", type=int, default=16,
+                   help="NIR graphs: calibration samples of random spikes (default 16)")
     _add_output_args(p, "out/export")
     p.set_defaults(func=cmd_export)
 

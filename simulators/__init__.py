@@ -1,3 +1,4 @@
 """Bit-exact integer LIF simulation of a quantized deployment graph (Lava's fixed-point Loihi
 arithmetic): ideal timing (:mod:`.integer`), hardware timing (:mod:`.timed`), the neuron update
-(:mod:`.lif`) and the float check of a lowered graph (:mod:`.float_graph`)."""
+(:mod:`.lif`), the float check of a lowered graph (:mod:`.float_graph`), and feed-forward SNNs
+read from NIR (:mod:`.sequential`)."""

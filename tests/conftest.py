@@ -188,3 +188,51 @@ def reference_forward(sd: dict, x: torch.Tensor, t: torch.Tensor, *, snn_steps: 
 @pytest.fixture
 def per_step_reference():
     return reference_forward
+
+
+@pytest.fixture
+def make_sequential():
+    """A random feed-forward SNN (:class:`SequentialSNN`): conv (stride 1, padding 1) -> conv
+    (stride 2, no padding) -> affine, per-channel thresholds, per-neuron leak drive.
+    ``kind``: "IF"; "LIF" (unit input gain, snnTorch's convention, dt 1e-4); "LIF-r1" (gain
+    dt/tau, Norse's convention, dt 1e-3). ``uniform``: one threshold per layer (snnTorch needs
+    it)."""
+    from sdm_neuro.sequential.network import Layer, Neurons, SequentialSNN, Synapse
+
+    def make(seed: int = 0, kind: str = "IF", *, in_shape=(2, 7, 6), uniform: bool = False,
+             retention: float = 0.9, leak: bool = True) -> SequentialSNN:
+        g = torch.Generator().manual_seed(seed)
+
+        def rnd(*shape, scale=1.0):
+            return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+        def neurons(shape):
+            n = shape[0]
+            th = (torch.full((1,) * len(shape), 1.0, dtype=torch.float64) if uniform else
+                  0.6 + torch.rand(n, *[1] * (len(shape) - 1), generator=g,
+                                   dtype=torch.float64))
+            th = th.expand(shape).clone()
+            lk = rnd(*shape, scale=0.02) if leak else torch.zeros(shape, dtype=torch.float64)
+            if kind == "IF":
+                one = torch.ones(shape, dtype=torch.float64)
+                return Neurons("IF", th, one, one.clone(), torch.zeros(shape, dtype=torch.float64))
+            a = torch.full(shape, retention, dtype=torch.float64)
+            c = torch.ones(shape, dtype=torch.float64) if kind == "LIF" else 1 - a
+            return Neurons("LIF", th, a, c, lk * (1 - a))
+
+        c0 = in_shape[0]
+        s1 = Synapse("conv", rnd(4, c0, 3, 3, scale=0.5), rnd(4, scale=0.05), in_shape,
+                     (1, 1), (1, 1))
+        s2 = Synapse("conv", rnd(5, 4, 3, 3, scale=0.35), rnd(5, scale=0.05), s1.out_shape,
+                     (2, 2), (0, 0))
+        n_in = int(torch.tensor(s2.out_shape).prod())
+        s3 = Synapse("affine", rnd(7, n_in, scale=0.4), rnd(7, scale=0.05), (n_in,))
+        gain = 1.0 if kind != "LIF-r1" else 1 / (1 - retention)  # same spiking for all kinds
+        s1, s2, s3 = (Synapse(s.kind, s.weight * gain, s.bias * gain, s.in_shape, s.stride,
+                              s.padding) for s in (s1, s2, s3))
+        layers = tuple(Layer(f"l{i}", s, neurons(s.out_shape))
+                       for i, s in enumerate((s1, s2, s3)))
+        return SequentialSNN(tuple(in_shape), layers, 1e-4 if kind == "LIF" else 1e-3,
+                             f"random seed {seed}")
+
+    return make

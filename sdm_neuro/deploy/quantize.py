@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .graph import DeployGraph, NeuronParams, Projection
+from .graph import DeployGraph, NeuronParams
 
 V_MAX = 2**23 - 1
 VTH_MAX = 2**17 - 1
@@ -67,28 +67,31 @@ def calibrate(graph: DeployGraph, inputs: list[tuple[torch.Tensor, torch.Tensor]
     return out
 
 
-def _even_round(w: torch.Tensor, lsb: float) -> tuple[torch.Tensor, int]:
+def even_round(w: torch.Tensor, lsb: float) -> tuple[torch.Tensor, int]:
     """Even integers nearest to ``w / lsb``, clipped to [-256, 254]; and how many clipped."""
     q = 2 * torch.round(w / (2 * lsb))
     clipped = int(((q < -256) | (q > WEIGHT_MAX)).sum())
     return q.clamp(-256, WEIGHT_MAX).to(torch.int16), clipped
 
 
-def _quantize_at(p: Projection, lsb: float) -> tuple[torch.Tensor, int]:
-    if p.gain:  # TSM: one integer weight set per SNN step
-        parts = [_even_round(p.weight * g, lsb) for g in p.gain]
-        return torch.stack([w for w, _ in parts]), sum(c for _, c in parts)
-    return _even_round(p.weight, lsb)
-
-
-def _best_exponent(p: Projection, q: float, top: int) -> tuple[torch.Tensor, int, int]:
-    """The exponent (``top``, the smallest that clips nothing, or one or two below it, which
-    clip the few largest weights for a finer step) with the least squared weight error."""
-    target = (torch.stack([p.weight * g for g in p.gain]) if p.gain else p.weight)
+def quantize_weight(weight: torch.Tensor, q: float, gain: tuple[float, ...] = ()
+                    ) -> tuple[torch.Tensor, int, int]:
+    """``weight`` (float, per-step ``gain`` for TSM) onto a destination whose membrane LSB is
+    ``q``: ``(w_int, weight_exp, clipped)`` with ``weight * gain ~= w_int * 64 * 2**exp * q``.
+    The exponent is the smallest that clips nothing (``top``) or one or two below it, which clip
+    the few largest weights for a finer step: whichever has the least squared weight error."""
+    wmax = float(weight.abs().max()) * max(map(abs, gain or (1.0,)))
+    top = (WEIGHT_EXP_RANGE[0] if wmax == 0 else
+           max(WEIGHT_EXP_RANGE[0], math.ceil(math.log2(wmax / (WEIGHT_MAX * 64 * q)))))
+    target = torch.stack([weight * g for g in gain]) if gain else weight
     best = None
     for exp in range(top, max(WEIGHT_EXP_RANGE[0], top - 2) - 1, -1):
         lsb = 64 * q * 2.0**exp
-        w_int, clipped = _quantize_at(p, lsb)
+        if gain:  # TSM: one integer weight set per SNN step
+            parts = [even_round(weight * g, lsb) for g in gain]
+            w_int, clipped = torch.stack([w for w, _ in parts]), sum(c for _, c in parts)
+        else:
+            w_int, clipped = even_round(weight, lsb)
         err = float(((w_int.double() * lsb - target) ** 2).sum())
         if best is None or err < best[0]:
             best = (err, w_int, exp, clipped)
@@ -127,10 +130,7 @@ def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGra
         clipped_w = 0
         for i in incoming:
             p = projs[i]
-            wmax = float(p.weight.abs().max()) * max(map(abs, p.gain or (1.0,)))
-            top = (WEIGHT_EXP_RANGE[0] if wmax == 0 else
-                   max(WEIGHT_EXP_RANGE[0], math.ceil(math.log2(wmax / (WEIGHT_MAX * 64 * q)))))
-            w_int, exp, clipped = _best_exponent(p, q, top)
+            w_int, exp, clipped = quantize_weight(p.weight, q, p.gain)
             clipped_w += clipped
             projs[i] = dataclasses.replace(p, weight_int=w_int, weight_exp=exp)
         pops.append(dataclasses.replace(pop, scale=q, lif=NeuronParams(vth=vth,

@@ -1,0 +1,119 @@
+"""A :class:`SequentialSNN` in Loihi 2 / Lava fixed point, calibrated on input data.
+
+Each layer becomes one Lava LIF process (one ``du``, ``dv``, ``vth``, ``bias_exp``) behind one
+connection. Per-neuron thresholds and input gains are folded into the incoming weights and the
+bias (exact for reset-to-zero neurons: v / threshold obeys the same equations with threshold 1),
+so membranes are in threshold units and the LSB is ``q = 1 / (64 vth)``. The integer form is the
+one a lava-dl netx file holds (:mod:`sdm_neuro.export.netx`): ``weight_exp = 0`` (netx has no
+weight exponent: ``a_in`` is the plain sum of even 8-bit weights, so ``vth <= 254 / max|w|``) and
+``bias_exp = 6`` (netx's fixed value: the bias is in ``a_in`` units). The retention ``a`` becomes
+``dv = round(4096 (1 - a))`` (Lava decays v by ``(4096 - dv) / 4096``, rounding toward zero);
+``du = 4095`` (no synaptic memory). A conv's folded gain must be uniform per output channel and
+``a`` per layer, since Lava's conv and LIF hold nothing finer.
+
+Input: binary spikes drive the first connection on chip like every other. Any other input is a
+current: the host computes the first synapse in float and sends ``a_in = round(drive * vth)`` per
+neuron and step (graded spikes into the first layer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..deploy.quantize import BIAS_MANT_MAX, MARGIN, V_MAX, VTH_MAX, WEIGHT_MAX, even_round
+from ..errors import ConfigError
+from .network import Layer, SequentialSNN, run_float
+
+
+@dataclass(frozen=True, eq=False)
+class QuantLayer:
+    layer: Layer
+    weight: torch.Tensor               # folded float weights, threshold units (conv: [Co,Ci,k,k])
+    weight_int: torch.Tensor           # int16, even, in [-256, 254]; weight_exp is 0
+    bias_mant: torch.Tensor            # int64 per neuron, 13-bit signed, at BIAS_EXP
+    vth: int
+    dv: int
+    drive_scale: torch.Tensor          # c / threshold per neuron (float current -> thresholds)
+
+    @property
+    def q(self) -> float:
+        """Threshold units of one membrane LSB."""
+        return 1.0 / (64 * self.vth)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedSNN:
+    net: SequentialSNN
+    layers: tuple[QuantLayer, ...]
+    spike_input: bool                  # False: the first synapse runs on the host (current)
+    report: dict = field(default_factory=dict)
+
+
+BIAS_EXP = 6  # netx's fixed bias exponent
+
+
+def is_spike_input(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def _per_channel(x: torch.Tensor, layer: Layer, what: str) -> torch.Tensor:
+    """``x`` [*shape] -> one value per output row (affine) or channel (conv)."""
+    if layer.synapse.kind == "affine":
+        return x.reshape(-1)
+    flat = x.reshape(x.shape[0], -1)
+    if not torch.allclose(flat, flat[:, :1].expand_as(flat), rtol=1e-12, atol=0):
+        raise ConfigError(f"layer {layer.name!r}: {what} varies within a channel; a conv's "
+                          f"weights are shared across positions, so it must be one value per "
+                          f"output channel.")
+    return flat[:, 0]
+
+
+def quantize_sequential(net: SequentialSNN, calibration: torch.Tensor) -> QuantizedSNN:
+    """Integer parameters for ``net`` from its float ranges on ``calibration`` [T, B, *in]."""
+    observed: dict[str, tuple[float, ...]] = {}
+    run_float(net, calibration, observe=observed)
+    spike_input = is_spike_input(calibration)
+    layers, report = [], {}
+    for i, layer in enumerate(net.layers):
+        n, shape = layer.neurons, layer.shape
+        a = torch.broadcast_to(n.retention, shape)
+        if not torch.allclose(a, a.reshape(-1)[:1].expand_as(a), rtol=1e-12, atol=0):
+            raise ConfigError(f"layer {layer.name!r}: the membrane retention (tau) differs "
+                              f"between neurons; Lava's LIF has one dv per process.")
+        dv = round(4096 * (1 - float(a.reshape(-1)[0])))
+        scale = torch.broadcast_to(n.gain / n.threshold, shape)
+        rows = _per_channel(scale, layer, "the input gain r / threshold")
+        w = layer.synapse.weight * rows.reshape(-1, *[1] * (layer.synapse.weight.dim() - 1))
+        bias = (scale * layer.synapse.bias.reshape(-1, *[1] * (len(shape) - 1))
+                + torch.broadcast_to(n.leak / n.threshold, shape))
+        v_max, v_min, drive, _ = observed[layer.name]
+        rng = max(1.0 + drive, v_max, -v_min) * MARGIN
+        vth = min(VTH_MAX, math.floor(V_MAX / (64 * rng)))
+        on_chip = i > 0 or spike_input
+        wmax = float(w.abs().max()) if on_chip else 0.0
+        if wmax > 0:  # the largest weight must be 254 at weight_exp 0
+            vth = min(vth, math.floor(WEIGHT_MAX / wmax))
+        bmax = float(bias.abs().max())
+        if bmax > 0:  # the bias mantissa (<< 6) must fit 13 bits
+            vth = min(vth, math.floor(BIAS_MANT_MAX / bmax))
+        if vth < 1:
+            raise ConfigError(f"layer {layer.name!r}: weights or bias too large for Loihi's "
+                              f"ranges (largest weight {wmax:.3g}, bias {bmax:.3g} thresholds "
+                              f"per step; both must stay below {WEIGHT_MAX} and "
+                              f"{BIAS_MANT_MAX} LSBs at vth 1).")
+        mant = torch.round(bias * vth).to(torch.int64)  # units of 2**BIAS_EXP LSBs = 1/vth
+        if on_chip:
+            w_int, clipped = even_round(w * vth, 1.0)
+        else:  # host synapse: no chip weights
+            w_int, clipped = torch.zeros_like(w, dtype=torch.int16), 0
+        layers.append(QuantLayer(layer, w, w_int, mant, vth, dv, scale))
+        report[layer.name] = {
+            "vth": vth, "dv": dv, "bias_exp": BIAS_EXP, "weight_exp": 0,
+            "on_chip_synapse": on_chip, "weights_clipped": clipped,
+            "retention_float": float(a.reshape(-1)[0]), "retention_int": (4096 - dv) / 4096,
+            "range_thresholds": rng}
+    return QuantizedSNN(net, tuple(layers), spike_input, {"layers": report,
+                                                          "spike_input": spike_input})

@@ -1,0 +1,69 @@
+"""Bit-exact integer simulation of a quantized feed-forward SNN (Lava's fixed-point LIF).
+
+Ideal timing: every layer steps once per time step, in order, as the float reference does. On
+Lava each connection adds one step of latency, so layer ``k`` (0-based) of a Lava run shows at
+step ``t + k + 1`` what this shows at ``t`` (``delay_spikes``) when the input is zero-padded.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ..sequential.quantize import BIAS_EXP, QuantizedSNN, QuantLayer
+from .lif import LifParams, LifState, lif_step
+
+
+def synaptic_input(ql: QuantLayer, s: torch.Tensor) -> torch.Tensor:
+    """Lava's ``a_in`` from binary spikes ``s`` [N, *in]: the integer weighted sum (weight_exp
+    is 0). Sums of 8-bit weights over a fan-in below 2**44 are exact in float64, which torch's
+    conv runs fast."""
+    syn = ql.layer.synapse
+    w = ql.weight_int.double()
+    z = s.double()
+    if syn.kind == "affine":
+        acc = z.reshape(z.shape[0], -1) @ w.T
+    else:
+        acc = F.conv2d(z, w, None, syn.stride, syn.padding)
+    return acc.to(torch.int64)
+
+
+def host_input(ql: QuantLayer, x: torch.Tensor) -> torch.Tensor:
+    """The first layer's graded input from an analog ``x`` [N, *in]: the float synapse (bias
+    excluded: it is the neurons' bias) in threshold units, rounded to ``a_in`` units (1/vth)."""
+    syn = ql.layer.synapse
+    zero = torch.zeros_like(syn.bias)
+    if syn.kind == "affine":
+        cur = x.double().reshape(x.shape[0], -1) @ syn.weight.T
+    else:
+        cur = F.conv2d(x.double(), syn.weight, zero, syn.stride, syn.padding)
+    return torch.round(cur * ql.drive_scale * ql.vth).to(torch.int64)
+
+
+@torch.no_grad()
+def run_integer(qnet: QuantizedSNN, x: torch.Tensor, *, counters: dict | None = None
+                ) -> list[torch.Tensor]:
+    """``x`` [T, B, *input_shape] -> each layer's bool spikes [T, B, *shape]."""
+    steps, batch = x.shape[:2]
+    s = x
+    out = []
+    for i, ql in enumerate(qnet.layers):
+        flat = s.reshape(steps * batch, *s.shape[2:])
+        a_in = synaptic_input(ql, flat) if (i > 0 or qnet.spike_input) else host_input(ql, flat)
+        a_in = a_in.reshape(steps, batch, *ql.layer.shape)
+        p = LifParams(du=4095, dv=ql.dv, vth=ql.vth, bias_exp=BIAS_EXP)
+        state = LifState.zeros((batch, *ql.layer.shape))
+        s = torch.stack([lif_step(state, a_in[t], ql.bias_mant, p, counters=counters,
+                                  check=False) for t in range(steps)])
+        out.append(s)
+    return out
+
+
+def delay_spikes(spikes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Ideal-timing spikes as Lava shows them: layer k shifted by k + 1 steps (same length)."""
+    out = []
+    for k, s in enumerate(spikes):
+        d = k + 1
+        out.append(torch.cat([torch.zeros_like(s[:d]), s[:-d]]) if d < len(s)
+                   else torch.zeros_like(s))
+    return out
