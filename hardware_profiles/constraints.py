@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from sdm_neuro.deploy.graph import HOST, DeployGraph, Projection, fan_out
+from sdm_neuro.sequential.quantize import QuantizedSNN
 
 from .profile import Profile
 
@@ -95,67 +96,83 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
     """All checks the profile's limits allow; a limit the profile does not give is not checked."""
     lim = {k: f.value for k, f in profile.limits.items()}
     shapes = {p.name: p.shape for p in graph.populations}
-    violations: list[Violation] = []
-    unchecked: list[str] = []
-    weight_bits = lim.get("weight_bits")
-    if weight_bits is not None and weight_bits < NEEDED_WEIGHT_BITS:
-        violations.append(Violation("network", "weight precision (bits)", NEEDED_WEIGHT_BITS,
-                                    weight_bits))
-    state_bits = lim.get("state_bits")
-    if state_bits is not None and state_bits < NEEDED_STATE_BITS:
-        violations.append(Violation("network", "neuron state precision (bits)",
-                                    NEEDED_STATE_BITS, state_bits))
-    bytes_per_syn = max(weight_bits or NEEDED_WEIGHT_BITS, 1) / 8
+    violations = _precision(lim)
+    bytes_per_syn = max(lim.get("weight_bits") or NEEDED_WEIGHT_BITS, 1) / 8
 
     cores: dict[str, int] = {}
     for pop in graph.populations:
         ins = graph.inputs(pop.name)
-        fin = sum(fan_in(p) for p in ins)
-        for key, what in (("fan_in_per_neuron_max", "fan-in (source neurons per neuron)"),
-                          ("input_axons_per_core_max",
-                           "fan-in of one neuron (a lower bound of input axons per core)")):
-            if key in lim and fin > lim[key]:
-                violations.append(Violation(pop.name, what, fin, lim[key]))
         outs = [p for p in graph.projections if p.src == pop.name and p.dst != HOST]
-        if outs and "fan_out_per_neuron_max" in lim:
-            fout = int(sum(fan_out(p, pop.shape) for p in outs).max())
-            if fout > lim["fan_out_per_neuron_max"]:
-                violations.append(Violation(pop.name, "fan-out (targets per neuron)", fout,
-                                            lim["fan_out_per_neuron_max"]))
+        _fan_checks(pop.name, sum(fan_in(p) for p in ins),
+                    int(sum(fan_out(p, pop.shape) for p in outs).max()) if outs else 0,
+                    lim, violations)
         if "synaptic_delay_steps_max" in lim:
             for p in ins:
                 if p.delay > lim["synaptic_delay_steps_max"]:
                     violations.append(Violation(f"{p.src}->{p.dst}", "synaptic delay (steps)",
                                                 p.delay, lim["synaptic_delay_steps_max"]))
         if "neurons_per_core" in lim:
-            n_cores = math.ceil(pop.neurons / lim["neurons_per_core"])
-            if "synaptic_memory_per_core_bytes" in lim:
-                syn_bytes = sum(synapse_count(p, shapes[p.src]) for p in ins) * bytes_per_syn
-                per_neuron = syn_bytes / pop.neurons
-                if per_neuron > lim["synaptic_memory_per_core_bytes"]:
-                    violations.append(Violation(pop.name, "synaptic memory of one neuron (bytes)",
-                                                per_neuron, lim["synaptic_memory_per_core_bytes"]))
-                n_cores = max(n_cores, math.ceil(syn_bytes / lim["synaptic_memory_per_core_bytes"]))
-            cores[pop.name] = n_cores
+            syn = sum(synapse_count(p, shapes[p.src]) for p in ins)
+            cores[pop.name] = _cores(pop.name, pop.neurons, syn * bytes_per_syn, lim, violations)
 
-    n_pops = len(graph.populations)
     total_neurons = sum(p.neurons for p in graph.populations)
-    if "layers_max" in lim and n_pops > lim["layers_max"]:
-        violations.append(Violation("network", "spiking layers", n_pops, lim["layers_max"]))
-    if "hidden_neurons_max" in lim and total_neurons > lim["hidden_neurons_max"]:
-        violations.append(Violation("network", "neurons", total_neurons, lim["hidden_neurons_max"]))
     if "input_channels_max" in lim:
         stem = graph.populations[0]  # the host's pixel conv drives every stem neuron
         if stem.neurons > lim["input_channels_max"]:
             violations.append(Violation(stem.name, "input channels (host-driven neurons)",
                                         stem.neurons, lim["input_channels_max"]))
-    if "kernel_size_max" in lim:
-        k = max(p.kernel for p in graph.projections if p.dst != HOST)
-        if k > lim["kernel_size_max"]:
-            violations.append(Violation("network", "kernel size", k, lim["kernel_size_max"]))
     if "kernel_memory_entries_per_layer" in lim:
         _check_layer_memories(graph, lim, violations)
+    syn = sum(synapse_count(p, shapes[p.src]) for p in graph.projections if p.dst != HOST)
+    kernel = max(p.kernel for p in graph.projections if p.dst != HOST)
+    return _placement(profile, lim, cores, len(graph.populations), total_neurons, syn, kernel,
+                      violations)
 
+
+def _precision(lim: dict) -> list[Violation]:
+    violations = []
+    for key, needed, what in (("weight_bits", NEEDED_WEIGHT_BITS, "weight precision (bits)"),
+                              ("state_bits", NEEDED_STATE_BITS,
+                               "neuron state precision (bits)")):
+        if lim.get(key) is not None and lim[key] < needed:
+            violations.append(Violation("network", what, needed, lim[key]))
+    return violations
+
+
+def _fan_checks(where: str, fin: int, fout: int, lim: dict, violations: list[Violation]) -> None:
+    for key, what in (("fan_in_per_neuron_max", "fan-in (source neurons per neuron)"),
+                      ("input_axons_per_core_max",
+                       "fan-in of one neuron (a lower bound of input axons per core)")):
+        if key in lim and fin > lim[key]:
+            violations.append(Violation(where, what, fin, lim[key]))
+    if "fan_out_per_neuron_max" in lim and fout > lim["fan_out_per_neuron_max"]:
+        violations.append(Violation(where, "fan-out (targets per neuron)", fout,
+                                    lim["fan_out_per_neuron_max"]))
+
+
+def _cores(where: str, neurons: int, syn_bytes: float, lim: dict,
+           violations: list[Violation]) -> int:
+    """Cores of one population: its neurons, and its incoming synapses' memory."""
+    n_cores = math.ceil(neurons / lim["neurons_per_core"])
+    if "synaptic_memory_per_core_bytes" in lim:
+        per_neuron = syn_bytes / neurons
+        if per_neuron > lim["synaptic_memory_per_core_bytes"]:
+            violations.append(Violation(where, "synaptic memory of one neuron (bytes)",
+                                        per_neuron, lim["synaptic_memory_per_core_bytes"]))
+        n_cores = max(n_cores, math.ceil(syn_bytes / lim["synaptic_memory_per_core_bytes"]))
+    return n_cores
+
+
+def _placement(profile: Profile, lim: dict, cores: dict[str, int], layers: int,
+               total_neurons: int, synapses: int, kernel: int,
+               violations: list[Violation]) -> Placement:
+    """The network-wide checks and the chip count, shared by U-Nets and sequential SNNs."""
+    if "layers_max" in lim and layers > lim["layers_max"]:
+        violations.append(Violation("network", "spiking layers", layers, lim["layers_max"]))
+    if "hidden_neurons_max" in lim and total_neurons > lim["hidden_neurons_max"]:
+        violations.append(Violation("network", "neurons", total_neurons, lim["hidden_neurons_max"]))
+    if "kernel_size_max" in lim and kernel > lim["kernel_size_max"]:
+        violations.append(Violation("network", "kernel size", kernel, lim["kernel_size_max"]))
     total = sum(cores.values()) if cores else None
     chips = None
     if total is not None and "cores_per_chip" in lim:
@@ -165,14 +182,47 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
     if chips is not None and "neurons_per_chip" in lim:
         chips = max(chips, math.ceil(total_neurons / lim["neurons_per_chip"]))
     if chips is not None and "synapses_per_chip" in lim:
-        syn = sum(synapse_count(p, shapes[p.src]) for p in graph.projections if p.dst != HOST)
-        chips = max(chips, math.ceil(syn / lim["synapses_per_chip"]))
+        chips = max(chips, math.ceil(synapses / lim["synapses_per_chip"]))
     if chips is not None and "chips_per_system_max" in lim and chips > lim["chips_per_system_max"]:
         violations.append(Violation("network", "chips", chips, lim["chips_per_system_max"]))
-    for key in ("fan_out_edges_per_core_max",):
-        if key in lim:
-            unchecked.append(f"{key}: needs a placement of neurons on cores (not modelled)")
-    return Placement(profile.name, cores, total, chips, tuple(violations), tuple(unchecked))
+    unchecked = tuple(f"{key}: needs a placement of neurons on cores (not modelled)"
+                      for key in ("fan_out_edges_per_core_max",) if key in lim)
+    return Placement(profile.name, cores, total, chips, tuple(violations), unchecked)
+
+
+def check_sequential(qnet: QuantizedSNN, profile: Profile) -> Placement:
+    """The same checks for a feed-forward SNN (``sdm_neuro.sequential``). Fan-in, fan-out and
+    synapse counts are exact: the nonzero weight pattern applied to an all-ones input counts each
+    target's synapses, and its gradient each source's. A host-driven first layer (current input)
+    has no synapses on chip."""
+    lim = {k: f.value for k, f in profile.limits.items()}
+    violations = _precision(lim)
+    bytes_per_syn = max(lim.get("weight_bits") or NEEDED_WEIGHT_BITS, 1) / 8
+    cores: dict[str, int] = {}
+    syn_total = 0
+    for i, ql in enumerate(qnet.layers):
+        s, name = ql.layer.synapse, ql.layer.name
+        fin = fout = syn = 0
+        if i > 0 or qnet.spike_input:
+            src = torch.ones(1, *s.in_shape, dtype=torch.float64, requires_grad=True)
+            mask = (ql.weight_int != 0).double()
+            per_target = (src.flatten(1) @ mask.T if s.kind == "affine" else
+                          torch.nn.functional.conv2d(src, mask, None, s.stride, s.padding))
+            (per_source,) = torch.autograd.grad(per_target.sum(), src)
+            fin, syn = int(per_target.max()), int(per_target.sum())
+            fout = int(per_source.max())
+        syn_total += syn
+        _fan_checks(name, fin, 0, lim, violations)
+        if i > 0:  # this layer's synapses are the previous layer's fan-out
+            _fan_checks(qnet.layers[i - 1].layer.name, 0, fout, lim, violations)
+        if "neurons_per_core" in lim:
+            cores[name] = _cores(name, math.prod(ql.layer.shape), syn * bytes_per_syn, lim,
+                                 violations)
+    kernel = max((ql.layer.synapse.weight.shape[-1] for ql in qnet.layers
+                  if ql.layer.synapse.kind == "conv"), default=1)
+    total_neurons = sum(math.prod(ql.layer.shape) for ql in qnet.layers)
+    return _placement(profile, lim, cores, len(qnet.layers), total_neurons, syn_total, kernel,
+                      violations)
 
 
 def _check_layer_memories(graph: DeployGraph, lim: dict, violations: list[Violation]) -> None:

@@ -550,6 +550,7 @@ def _export_sequential(args: argparse.Namespace) -> int:
 
     from .export.netx import NETX_FILE, write_netx
     from .fileio import atomic_dir, write_json
+    from .hardware_profiles.constraints import check_sequential
     from .sequential.nir_io import to_nir
     from .sequential.quantize import quantize_sequential
 
@@ -560,6 +561,8 @@ def _export_sequential(args: argparse.Namespace) -> int:
 
     net, x, desc = _sequential(args)
     qnet = quantize_sequential(net, x)
+    profile, placement = _constraints(args, check_sequential(qnet, _profile(args)),
+                                      args.checkpoint)
     with atomic_dir(args.out, force=args.force) as tmp:
         files = {"network.nir": "the float network (NIR, dt and discretisation in metadata)"}
         nir.write(tmp / "network.nir", to_nir(net))
@@ -579,9 +582,12 @@ def _export_sequential(args: argparse.Namespace) -> int:
             "source": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint),
                        "read_as": net.source},
             "dt": net.dt, "calibration": desc, "quantization": qnet.report,
+            "profile": {"name": profile.name, "path": str(profile.path)},
+            "constraints": placement.to_dict(),
             "files": {n: {"sha256": sha256_file(tmp / n), "what": w} for n, w in files.items()}})
     print(f"wrote {args.out}: manifest.json, {', '.join(files)} "
           f"({len(net.layers)} layers, input {'spikes' if qnet.spike_input else 'current'})")
+    _print_placement(profile, placement)
     return 0
 
 
@@ -622,11 +628,9 @@ def _export_bundle(args: argparse.Namespace) -> int:
     import torch
 
     from .deploy.pipeline import CALIBRATION, LOWERING_PASSES
-    from .errors import ConstraintError
     from .export.bundle import write_bundle
     from .fileio import atomic_dir
     from .hardware_profiles.constraints import check
-    from .hardware_profiles.profile import get_profile
     from .simulators.timed import call_length, schedule
 
     t0 = time.perf_counter()
@@ -636,16 +640,7 @@ def _export_bundle(args: argparse.Namespace) -> int:
         from .export.loihi2 import check_lava_deployable
 
         check_lava_deployable(graph)
-    profile = get_profile(args.profile or "loihi2")
-    placement = check(graph, profile)
-    # A NIR export targets no chip: its check against Loihi 2 is information unless a profile
-    # is asked for.
-    enforce = args.target == "loihi2" or args.profile is not None
-    if placement.violations and enforce and not args.allow_violations:
-        lines = "\n  ".join(str(v) for v in placement.violations)
-        raise ConstraintError(f"{ckpt.path}: the network does not fit profile {profile.name} "
-                              f"({profile.path}):\n  {lines}\n(--allow-violations writes the "
-                              "bundle anyway)")
+    profile, placement = _constraints(args, check(graph, _profile(args)), ckpt.path)
     manifest = {
         "target": args.target, "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
         "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "kind": ckpt.kind,
@@ -666,12 +661,37 @@ def _export_bundle(args: argparse.Namespace) -> int:
         manifest = write_bundle(graph, tmp, manifest)
     files = ", ".join(f"{n} ({v['bytes'] / 1e6:.1f} MB)" for n, v in manifest["files"].items())
     print(f"wrote {args.out}: manifest.json, {files} in {time.perf_counter() - t0:.1f} s")
+    _print_placement(profile, placement)
+    return 0
+
+
+def _profile(args: argparse.Namespace):
+    from .hardware_profiles.profile import get_profile
+
+    return get_profile(args.profile or "loihi2")
+
+
+def _constraints(args: argparse.Namespace, placement, source: Path):
+    """(profile, placement); a violation is an error for --target loihi2 or an explicit
+    --profile (a NIR export targets no chip: its check against Loihi 2 is information)."""
+    from .errors import ConstraintError
+
+    profile = _profile(args)
+    enforce = args.target == "loihi2" or args.profile is not None
+    if placement.violations and enforce and not args.allow_violations:
+        lines = "\n  ".join(str(v) for v in placement.violations)
+        raise ConstraintError(f"{source}: the network does not fit profile {profile.name} "
+                              f"({profile.path}):\n  {lines}\n(--allow-violations writes the "
+                              "bundle anyway)")
+    return profile, placement
+
+
+def _print_placement(profile, placement) -> None:
     size = (f"{placement.total_cores} cores, " if placement.total_cores is not None else "") + \
         (f"{placement.chips} chip(s); " if placement.chips is not None else "")
     print(f"{profile.name}: {size or 'no core model; '}{len(placement.violations)} violation(s)")
     for v in placement.violations:
         print(f"  {v}")
-    return 0
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:

@@ -265,3 +265,60 @@ def test_cli_bad_nir_file_fails_cleanly(tmp_path):
     out = tmp_path / "out"
     assert main(["simulate", str(bad), "--out", str(out), "--quiet"]) == 4
     assert not out.exists()
+
+
+def _dense(ql):
+    """The layer's integer synapses as a dense [targets, sources] matrix, by unit impulses."""
+    from torch.nn import functional as F
+
+    s = ql.layer.synapse
+    n_in = int(np.prod(s.in_shape))
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *s.in_shape)
+    w = ql.weight_int.double()
+    out = eye.flatten(1) @ w.T if s.kind == "affine" else F.conv2d(eye, w, None, s.stride,
+                                                                   s.padding)
+    return out.reshape(n_in, -1).T
+
+
+PROFILE = """name = "tiny"
+title = "t"
+kind = "neuromorphic"
+process = "p"
+description = "d"
+[limits]
+neurons_per_core = { value = 50, tag = "datasheet", source = "m" }
+fan_in_per_neuron_max = { value = 1, tag = "datasheet", source = "m" }
+fan_out_per_neuron_max = { value = 1, tag = "datasheet", source = "m" }
+cores_per_chip = { value = 4, tag = "datasheet", source = "m" }
+[energy]
+synop_pj = { value = 1.0, tag = "estimated", source = "m" }
+"""
+
+
+def test_sequential_constraint_counts_are_exact(make_sequential, tmp_path):
+    from sdm_neuro.hardware_profiles.constraints import check_sequential
+    from sdm_neuro.hardware_profiles.profile import get_profile
+    from sdm_neuro.sequential.quantize import quantize_sequential
+
+    net = make_sequential(0, "IF")
+    qnet = quantize_sequential(net, _inputs(net))
+    (tmp_path / "tiny.toml").write_text(PROFILE)
+    placement = check_sequential(qnet, get_profile(tmp_path / "tiny.toml"))
+    msgs = {str(v) for v in placement.violations}
+    for i, ql in enumerate(qnet.layers):
+        nz = _dense(ql) != 0
+        fin = int(nz.sum(1).max())
+        assert f"{ql.layer.name}: fan-in (source neurons per neuron) is {fin:,}, limit 1" in msgs
+        if i > 0:
+            fout = int(nz.sum(0).max())
+            prev = qnet.layers[i - 1].layer.name
+            assert f"{prev}: fan-out (targets per neuron) is {fout:,}, limit 1" in msgs
+    want = {ql.layer.name: -(-int(np.prod(ql.layer.shape)) // 50) for ql in qnet.layers}
+    assert placement.cores == want and placement.chips == -(-sum(want.values()) // 4)
+    # the CLI: a violation of an asked-for profile is exit code 8 and no output
+    from sdm_neuro.cli import main
+
+    out = tmp_path / "exp"
+    assert main(["export", str(_written(net, tmp_path)), "--profile",
+                 str(tmp_path / "tiny.toml"), "--num", "2", "--out", str(out)]) == 8
+    assert not out.exists()
