@@ -216,10 +216,9 @@ def _nir_version() -> str:
     return version("nir")
 
 
-def read_bundle(path: str | Path) -> tuple[DeployGraph, dict[str, Any]]:
-    """(deployment graph, manifest) of a bundle directory; checks the format and file hashes."""
-    import nir
-
+def read_manifest(path: str | Path, fmt: str = BUNDLE_FORMAT, version: int = BUNDLE_VERSION
+                  ) -> dict[str, Any]:
+    """A bundle's manifest, after checking its format and every listed file's SHA-256."""
     path = Path(path)
     man_path = path / MANIFEST
     if not man_path.is_file():
@@ -228,19 +227,29 @@ def read_bundle(path: str | Path) -> tuple[DeployGraph, dict[str, Any]]:
         manifest = json.loads(man_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{man_path}: not valid JSON ({e}).") from None
-    if manifest.get("format") != BUNDLE_FORMAT or manifest.get("format_version") != BUNDLE_VERSION:
-        raise CheckpointError(f"{man_path}: not a {BUNDLE_FORMAT} version {BUNDLE_VERSION} manifest "
+    if manifest.get("format") != fmt or manifest.get("format_version") != version:
+        raise CheckpointError(f"{man_path}: not a {fmt} version {version} manifest "
                               f"(format={manifest.get('format')!r}, "
                               f"version={manifest.get('format_version')!r}).")
-    if NIR_FILE not in manifest.get("files", {}):
-        raise CheckpointError(f"{man_path}: this bundle has no spiking network ({NIR_FILE}); "
-                              f"it was exported for target {manifest.get('target')!r}.")
-    for name, info in manifest["files"].items():
+    for name, info in manifest.get("files", {}).items():
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"{f}: missing (listed in {MANIFEST}).")
         if sha256_file(f) != info["sha256"]:
             raise CheckpointError(f"{f}: SHA-256 differs from {MANIFEST}; the file was changed.")
+    return manifest
+
+
+def read_bundle(path: str | Path) -> tuple[DeployGraph, dict[str, Any]]:
+    """(deployment graph, manifest) of a bundle directory; checks the format and file hashes."""
+    import nir
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    if NIR_FILE not in manifest.get("files", {}):
+        raise CheckpointError(f"{path / MANIFEST}: this bundle has no spiking network "
+                              f"({NIR_FILE}); it was exported for target "
+                              f"{manifest.get('target')!r}.")
     with np.load(path / HOST_FILE) as z:
         host = {k: z[k] for k in z.files}
     graph = from_nir(nir.read(path / NIR_FILE), host, source=str(path / NIR_FILE))

@@ -337,27 +337,43 @@ def _is_nir(args: argparse.Namespace) -> bool:
     return args.checkpoint is not None and args.checkpoint.suffix == ".nir"
 
 
+def _is_sequential_bundle(args: argparse.Namespace) -> bool:
+    from .export.sequential_bundle import is_sequential_bundle
+
+    return getattr(args, "bundle", None) is not None and is_sequential_bundle(args.bundle)
+
+
 def _sequential(args: argparse.Namespace):
-    """(network, input, input description) of a ``.nir`` CHECKPOINT argument."""
+    """(network, its quantized form from a bundle or None, input, input description) of a
+    ``.nir`` CHECKPOINT argument or a sequential ``--bundle``."""
     from .sequential.nir_io import from_nir
     from .sequential.simulate import network_input
 
     if args.threshold_scale is not None:
         raise UsageError("--threshold-scale applies to U-Net checkpoints, not to NIR graphs.")
-    net = from_nir(args.checkpoint, dt=args.dt)
+    qnet = None
+    if getattr(args, "bundle", None) is not None:
+        from .export.sequential_bundle import read_sequential_bundle
+
+        qnet, _ = read_sequential_bundle(args.bundle)
+        net = qnet.net
+    else:
+        net = from_nir(args.checkpoint, dt=args.dt)
     x, desc = network_input(net, args.input, steps=args.time_steps, batch=args.num,
                             rate=args.rate, seed=args.seed)
-    return net, x, desc
+    return net, qnet, x, desc
 
 
 def _simulate_sequential(args: argparse.Namespace) -> int:
     from .fileio import atomic_dir, write_json
     from .sequential.simulate import save_plot, simulate_sequential
 
-    net, x, desc = _sequential(args)
-    run = simulate_sequential(net, x)
-    report = {"tool": f"sdm-neuro {__version__}", "nir": str(args.checkpoint),
-              "sha256": sha256_file(args.checkpoint), "input": desc, **run.report}
+    net, qnet, x, desc = _sequential(args)
+    run = simulate_sequential(net, x, qnet=qnet)
+    src = args.checkpoint if qnet is None else args.bundle / "network.nir"
+    report = {"tool": f"sdm-neuro {__version__}", "nir": str(src),
+              "bundle": None if qnet is None else str(args.bundle),
+              "sha256": sha256_file(src), "input": desc, **run.report}
     with atomic_dir(args.out, force=args.force) as tmp:
         import numpy as np
 
@@ -389,7 +405,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if _is_nir(args):
+    if _is_nir(args) or _is_sequential_bundle(args):
         return _simulate_sequential(args)
     t0 = time.perf_counter()
     if args.bundle is not None:
@@ -546,46 +562,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_sequential(args: argparse.Namespace) -> int:
-    import torch
-
-    from .export.netx import NETX_FILE, write_netx
-    from .fileio import atomic_dir, write_json
+    from .export.sequential_bundle import write_sequential_bundle
+    from .fileio import atomic_dir
     from .hardware_profiles.constraints import check_sequential
-    from .sequential.nir_io import to_nir
     from .sequential.quantize import quantize_sequential
 
     if args.target == "onnx":
         raise UsageError(f"{args.checkpoint}: --target onnx exports U-Net denoisers; a NIR "
                          "graph exports to loihi2 (netx HDF5) or nir.")
-    import nir
-
-    net, x, desc = _sequential(args)
+    net, _, x, desc = _sequential(args)
     qnet = quantize_sequential(net, x)
     profile, placement = _constraints(args, check_sequential(qnet, _profile(args)),
                                       args.checkpoint)
     with atomic_dir(args.out, force=args.force) as tmp:
-        files = {"network.nir": "the float network (NIR, dt and discretisation in metadata)"}
-        nir.write(tmp / "network.nir", to_nir(net))
-        if args.target == "loihi2":
-            write_netx(qnet, tmp / NETX_FILE)
-            files[NETX_FILE] = ("lava-dl netx HDF5 of the quantized network; run it with "
-                                "netx.hdf5.Network(net_config=..., reset_interval=R, "
-                                "reset_offset=1), R >= time steps + layers + 1, feeding "
-                                "binary spikes to net.inp (sdm_neuro.export.netx.run_netx)")
-        qz = tmp / "quantized.pt"
-        torch.save({ql.layer.name: {"weight_int": ql.weight_int, "bias_mant": ql.bias_mant,
-                                    "vth": ql.vth, "dv": ql.dv} for ql in qnet.layers}, qz)
-        files["quantized.pt"] = "integer parameters per layer (weights, bias_mant, vth, dv)"
-        write_json(tmp / "manifest.json", {
-            "format": "sdm-neuro-sequential-bundle", "format_version": 1,
+        manifest = write_sequential_bundle(qnet, tmp, {
             "target": args.target, "tool": f"sdm-neuro {__version__}",
             "source": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint),
                        "read_as": net.source},
-            "dt": net.dt, "calibration": desc, "quantization": qnet.report,
-            "profile": {"name": profile.name, "path": str(profile.path)},
-            "constraints": placement.to_dict(),
-            "files": {n: {"sha256": sha256_file(tmp / n), "what": w} for n, w in files.items()}})
-    print(f"wrote {args.out}: manifest.json, {', '.join(files)} "
+            "calibration": desc, "profile": {"name": profile.name, "path": str(profile.path)},
+            "constraints": placement.to_dict()}, netx=args.target == "loihi2")
+    print(f"wrote {args.out}: manifest.json, {', '.join(manifest['files'])} "
           f"({len(net.layers)} layers, input {'spikes' if qnet.spike_input else 'current'})")
     _print_placement(profile, placement)
     return 0

@@ -249,12 +249,30 @@ def test_cli_simulates_and_exports_a_nir_file(make_sequential, tmp_path):
                                                          "2.affine>2.lif"]
     assert (out / "rates.png").stat().st_size > 0 and (out / "spikes.npz").is_file()
     exp = tmp_path / "exp"
-    assert main(["export", str(src), "--target", "nir", "--num", "2", "--out", str(exp)]) == 0
+    assert main(["export", str(src), "--target", "nir", "--time-steps", "12", "--num", "2",
+                 "--out", str(exp)]) == 0
     manifest = json.loads((exp / "manifest.json").read_text())
     assert set(manifest["files"]) == {"network.nir", "quantized.pt"}
     back = from_nir(exp / "network.nir")
     for a, b in zip(run_float(net, _inputs(net)), run_float(back, _inputs(net)), strict=True):
         assert torch.equal(a, b)
+    # the bundle simulates exactly as the file it was exported from (same input, seed 0), and
+    # with its stored integer parameters on any other input
+    out2 = tmp_path / "sim2"
+    assert main(["simulate", "--bundle", str(exp), "--time-steps", "12", "--num", "2",
+                 "--out", str(out2), "--quiet"]) == 0
+    with np.load(out / "spikes.npz") as a, np.load(out2 / "spikes.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
+    out3 = tmp_path / "sim3"
+    assert main(["simulate", "--bundle", str(exp), "--time-steps", "12", "--num", "2",
+                 "--seed", "7", "--out", str(out3), "--quiet"]) == 0
+    rep3 = json.loads((out3 / "simulate.json").read_text())
+    assert {k: v["vth"] for k, v in rep3["layers"].items()} == \
+        {k: v["vth"] for k, v in rep["layers"].items()}
+    (exp / "quantized.pt").write_bytes(b"changed")
+    assert main(["simulate", "--bundle", str(exp), "--out", str(tmp_path / "x"), "--quiet"]) == 4
 
 
 def test_cli_bad_nir_file_fails_cleanly(tmp_path):

@@ -71,6 +71,42 @@ def _per_channel(x: torch.Tensor, layer: Layer, what: str) -> torch.Tensor:
     return flat[:, 0]
 
 
+def fold(layer: Layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weights, bias per neuron, input gain per neuron) in threshold units."""
+    n, shape, syn = layer.neurons, layer.shape, layer.synapse
+    scale = torch.broadcast_to(n.gain / n.threshold, shape)
+    rows = _per_channel(scale, layer, "the input gain r / threshold")
+    w = syn.weight * rows.reshape(-1, *[1] * (syn.weight.dim() - 1))
+    bias = (scale * syn.bias.reshape(-1, *[1] * (len(shape) - 1))
+            + torch.broadcast_to(n.leak / n.threshold, shape))
+    return w, bias, scale
+
+
+def to_state(qnet: QuantizedSNN) -> dict:
+    """The integer parameters, for ``torch.save`` (tensors and plain values only)."""
+    return {"spike_input": qnet.spike_input, "report": qnet.report,
+            "layers": [{"name": q.layer.name, "weight_int": q.weight_int,
+                        "bias_mant": q.bias_mant, "vth": q.vth, "dv": q.dv}
+                       for q in qnet.layers]}
+
+
+def from_state(net: SequentialSNN, state: dict, *, source: str = "state") -> QuantizedSNN:
+    """:func:`to_state`'s inverse for the float network ``net`` it was made from."""
+    rows = state["layers"]
+    if [r["name"] for r in rows] != [layer.name for layer in net.layers]:
+        raise ConfigError(f"{source}: its layers {[r['name'] for r in rows]} are not the "
+                          f"network's {[layer.name for layer in net.layers]}.")
+    layers = []
+    for r, layer in zip(rows, net.layers, strict=True):
+        w, _, scale = fold(layer)
+        if tuple(r["weight_int"].shape) != tuple(w.shape):
+            raise ConfigError(f"{source}: layer {layer.name!r}: weights of shape "
+                              f"{tuple(r['weight_int'].shape)}, the network's {tuple(w.shape)}.")
+        layers.append(QuantLayer(layer, w, r["weight_int"], r["bias_mant"], int(r["vth"]),
+                                 int(r["dv"]), scale))
+    return QuantizedSNN(net, tuple(layers), bool(state["spike_input"]), state["report"])
+
+
 def quantize_sequential(net: SequentialSNN, calibration: torch.Tensor) -> QuantizedSNN:
     """Integer parameters for ``net`` from its float ranges on ``calibration`` [T, B, *in]."""
     observed: dict[str, tuple[float, ...]] = {}
@@ -84,11 +120,7 @@ def quantize_sequential(net: SequentialSNN, calibration: torch.Tensor) -> Quanti
             raise ConfigError(f"layer {layer.name!r}: the membrane retention (tau) differs "
                               f"between neurons; Lava's LIF has one dv per process.")
         dv = round(4096 * (1 - float(a.reshape(-1)[0])))
-        scale = torch.broadcast_to(n.gain / n.threshold, shape)
-        rows = _per_channel(scale, layer, "the input gain r / threshold")
-        w = layer.synapse.weight * rows.reshape(-1, *[1] * (layer.synapse.weight.dim() - 1))
-        bias = (scale * layer.synapse.bias.reshape(-1, *[1] * (len(shape) - 1))
-                + torch.broadcast_to(n.leak / n.threshold, shape))
+        w, bias, scale = fold(layer)
         v_max, v_min, drive, _ = observed[layer.name]
         rng = max(1.0 + drive, v_max, -v_min) * MARGIN
         vth = min(VTH_MAX, math.floor(V_MAX / (64 * rng)))

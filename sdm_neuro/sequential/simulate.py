@@ -59,9 +59,12 @@ def network_input(net: SequentialSNN, path: Path | None, *, steps: int, batch: i
 
 
 def simulate_sequential(net: SequentialSNN, x: torch.Tensor,
-                        calibration: torch.Tensor | None = None) -> SequentialRun:
-    """Quantize on ``calibration`` (default: ``x`` itself), run both, compare layer by layer."""
-    qnet = quantize_sequential(net, x if calibration is None else calibration)
+                        calibration: torch.Tensor | None = None, *,
+                        qnet: QuantizedSNN | None = None) -> SequentialRun:
+    """Quantize on ``calibration`` (default: ``x`` itself) unless ``qnet`` is given (an
+    exported one), run float and integer, compare layer by layer."""
+    if qnet is None:
+        qnet = quantize_sequential(net, x if calibration is None else calibration)
     ref = run_float(net, x)
     counters: dict = {}
     ints = run_integer(qnet, x, counters=counters)

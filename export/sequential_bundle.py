@@ -1,0 +1,70 @@
+"""The export bundle of a feed-forward SNN (from a NIR file): a directory with
+
+``manifest.json``  tool, source file and SHA-256, dt, calibration input, quantization, profile
+                   check, file hashes (checked on read)
+``network.nir``    the float network (this project's NIR writer: dt and discretisation in the
+                   graph metadata), readable by snnTorch / Norse within their limits (README)
+``quantized.pt``   the integer parameters (:func:`sdm_neuro.sequential.quantize.to_state`)
+``network.net``    target loihi2 only: the lava-dl netx HDF5 (:mod:`.netx`)
+
+:func:`read_sequential_bundle` rebuilds exactly the quantized network that was exported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nir
+import torch
+
+from ..errors import CheckpointError
+from ..fileio import sha256_file, write_json
+from ..sequential.nir_io import from_nir, to_nir
+from ..sequential.quantize import QuantizedSNN, from_state, to_state
+from .bundle import MANIFEST, NIR_FILE, read_manifest
+from .netx import NETX_FILE, write_netx
+
+SEQ_FORMAT, SEQ_VERSION = "sdm-neuro-sequential-bundle", 1
+QUANT_FILE = "quantized.pt"
+
+
+def is_sequential_bundle(path: str | Path) -> bool:
+    import json
+
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text()).get("format") == SEQ_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def write_sequential_bundle(qnet: QuantizedSNN, out: Path, manifest: dict[str, Any], *,
+                            netx: bool) -> dict[str, Any]:
+    """Write the bundle's files into the (empty, temporary) directory ``out``."""
+    files = {NIR_FILE: "the float network (NIR; dt and discretisation in the graph metadata)",
+             QUANT_FILE: "integer parameters per layer (weight_int, bias_mant at bias_exp 6, "
+                         "vth, dv; du 4095; weight_exp 0)"}
+    nir.write(out / NIR_FILE, to_nir(qnet.net))
+    torch.save(to_state(qnet), out / QUANT_FILE)
+    if netx:
+        write_netx(qnet, out / NETX_FILE)
+        files[NETX_FILE] = ("lava-dl netx HDF5; run it with netx.hdf5.Network(net_config=..., "
+                            "reset_interval=R, reset_offset=1), R >= time steps + layers + 1, "
+                            "binary spikes into net.inp (sdm_neuro.export.netx.run_netx)")
+    manifest = {"format": SEQ_FORMAT, "format_version": SEQ_VERSION, **manifest,
+                "dt": qnet.net.dt, "quantization": qnet.report,
+                "files": {n: {"sha256": sha256_file(out / n), "what": w}
+                          for n, w in files.items()}}
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def read_sequential_bundle(path: str | Path) -> tuple[QuantizedSNN, dict[str, Any]]:
+    path = Path(path)
+    manifest = read_manifest(path, SEQ_FORMAT, SEQ_VERSION)
+    net = from_nir(path / NIR_FILE)
+    try:
+        state = torch.load(path / QUANT_FILE, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"{path / QUANT_FILE}: not readable ({e}).") from None
+    return from_state(net, state, source=str(path / QUANT_FILE)), manifest
