@@ -366,7 +366,7 @@ def _sequential(args: argparse.Namespace):
 
 def _simulate_sequential(args: argparse.Namespace) -> int:
     from .fileio import atomic_dir, write_json
-    from .sequential.simulate import save_plot, simulate_sequential
+    from .sequential.simulate import save_run, simulate_sequential
 
     net, qnet, x, desc = _sequential(args)
     run = simulate_sequential(net, x, qnet=qnet)
@@ -375,13 +375,7 @@ def _simulate_sequential(args: argparse.Namespace) -> int:
               "bundle": None if qnet is None else str(args.bundle),
               "sha256": sha256_file(src), "input": desc, **run.report}
     with atomic_dir(args.out, force=args.force) as tmp:
-        import numpy as np
-
-        np.savez_compressed(tmp / "spikes.npz", **{
-            f"{kind}:{layer.name}": s.numpy().astype(np.uint8)
-            for kind, spikes in (("float", run.float_spikes), ("integer", run.int_spikes))
-            for layer, s in zip(net.layers, spikes, strict=True)})
-        save_plot(run, tmp / "rates.png")
+        save_run(run, tmp)
         write_json(tmp / "simulate.json", report)
     for name, layer in report["layers"].items():
         print(f"{name}: {layer['kind']} {layer['shape']} rate float {layer['rate_float']:.4f} "
@@ -514,6 +508,10 @@ def cmd_energy_report(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if _is_nir(args):
+        raise UsageError(f"{args.checkpoint}: energy-report covers U-Net denoisers; for a NIR "
+                         "graph, `sdm-neuro export` reports cores, chips and constraints and "
+                         "`sdm-neuro simulate` its spike counts.")
     profiles = [get_profile(p) for p in (args.profile or shipped_profiles())]
     activity = activity_from_simulate(args.stats) if args.stats is not None else None
     if args.bundle is not None:

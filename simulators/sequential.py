@@ -32,11 +32,10 @@ def host_input(ql: QuantLayer, x: torch.Tensor) -> torch.Tensor:
     """The first layer's graded input from an analog ``x`` [N, *in]: the float synapse (bias
     excluded: it is the neurons' bias) in threshold units, rounded to ``a_in`` units (1/vth)."""
     syn = ql.layer.synapse
-    zero = torch.zeros_like(syn.bias)
     if syn.kind == "affine":
         cur = x.double().reshape(x.shape[0], -1) @ syn.weight.T
     else:
-        cur = F.conv2d(x.double(), syn.weight, zero, syn.stride, syn.padding)
+        cur = F.conv2d(x.double(), syn.weight, None, syn.stride, syn.padding)
     return torch.round(cur * ql.drive_scale * ql.vth).to(torch.int64)
 
 

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-NEURON_KINDS = ("IF", "LIF")
-SYNAPSE_KINDS = ("conv", "affine")
-
 
 @dataclass(frozen=True, eq=False)
 class Synapse:

@@ -27,8 +27,9 @@ def load_input(path: Path, input_shape: tuple[int, ...], steps: int) -> torch.Te
     """``.npy`` of [B, *input_shape] (held for ``steps`` steps) or [T, B, *input_shape]."""
     try:
         x = torch.from_numpy(np.load(path, allow_pickle=False)).double()
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable .npy array ({e}).") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DatasetError(f"{path}: not a readable .npy array ({type(e).__name__}: {e}).") \
+            from None
     n = len(input_shape)
     if tuple(x.shape[-n:]) != tuple(input_shape) or x.dim() not in (n + 1, n + 2):
         raise DatasetError(f"{path}: shape {tuple(x.shape)}; the network's input is "
@@ -88,6 +89,16 @@ def simulate_sequential(net: SequentialSNN, x: torch.Tensor,
                    "v_saturate": counters.get("v_saturate", 0)},
     }
     return SequentialRun(qnet, ref, ints, report)
+
+
+def save_run(run: SequentialRun, out: Path) -> None:
+    """``spikes.npz`` (every layer's float and integer spikes, keys ``kind:layer``) and
+    ``rates.png`` into the directory ``out``."""
+    np.savez_compressed(out / "spikes.npz", **{
+        f"{kind}:{layer.name}": s.numpy().astype(np.uint8)
+        for kind, spikes in (("float", run.float_spikes), ("integer", run.int_spikes))
+        for layer, s in zip(run.qnet.net.layers, spikes, strict=True)})
+    save_plot(run, out / "rates.png")
 
 
 def save_plot(run: SequentialRun, path: Path) -> None:
