@@ -47,9 +47,10 @@ mantissa is round(current / (scale * 2**bias_exp)), clipped to 13 bits.
 Conv2d nodes (one per projection): weight = the float weight [C_out, C_in, k, k] (BatchNorm,
 shortcuts and concatenation composed in), stride, padding = k // 2, bias = 0. Metadata: src,
 dst, weight_int (int16, even, in [-256, 254]; the synapse is weight_int << weight_exp membrane
-LSBs of the target), weight_exp, delay (extra synaptic delay in steps; Lava's one-step Sparse
-delay comes on top), gain (per SNN step weight multipliers of SDM's TSM; empty = all ones),
-upsample.
+LSBs of the target; TSM: [T_snn, ...], one set per SNN step of the source), weight_exp, delay
+(extra synaptic delay in steps; Lava's one-step Sparse delay comes on top, and for a TSM
+projection whose per-step weights differ one more step for its time-gated relay), gain (per SNN
+step weight multipliers of SDM's TSM; empty = all ones), upsample.
 
 Extension - nearest upsampling: a projection with metadata upsample = u > 1 is the conv applied
 AFTER a u x nearest upsample of the source spikes. NIR has no upsampling, so such a node is

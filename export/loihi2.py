@@ -11,7 +11,15 @@ One denoising call is one Lava network per sample:
   per (source, target) pair. Folded upsample taps can leave the 8-bit range; such a matrix is
   split into parts that each fit, and Lava sums the parts at the neuron's input, which is exact
   (the accumulation of one projection is an integer sum in any order);
-* every population's spikes are read through a sink ``RingBuffer``.
+* every population's spikes are read through a sink ``RingBuffer``;
+* TSM (SDM's per-step weights): a projection whose weights differ per SNN step runs from its
+  source S through time-gated relays, one ``LIF`` per window step k of S, each passing S's
+  spikes only at S's step k, into one connection per k holding that step's weights. A relay
+  neuron (du = dv = 4095, vth 2, so v is 128 per input and fires on two) needs both its source
+  neuron's spike and a clock spike; the clock of global step tau is a single neuron with bias
+  64 per step and vth = tau that fires once, at tau, then inhibits itself for good. The relay
+  adds one step, which ``simulators/timed.py`` schedules. The per-step bias of TSM populations
+  is set by the host before each step (``bias_mant.set``; the run goes one step at a time).
 
 Lava runs in a child process with a hard timeout: an error inside a Lava process can deadlock
 the run instead of raising.
@@ -33,35 +41,27 @@ from ..deploy.graph import HOST, DeployGraph, Projection
 from ..deploy.host import per_call_bias, pixel_current
 from ..errors import ExportError
 from ..simulators.integer import IntegerSimulator, bias_mantissa
-from ..simulators.timed import call_length, schedule
+from ..simulators.timed import call_length, relayed, schedule
 
 WEIGHT_MIN, WEIGHT_MAX = -256, 254  # Lava's MIXED sign mode: 8-bit mantissa, even values
 
 
 def check_lava_deployable(graph: DeployGraph) -> None:
-    """Refuse what one fixed Lava network cannot hold, saying why: weights or inputs that change
-    across SNN steps (TSM gains that are not all equal)."""
     if not graph.quantized:
         raise ExportError("the graph is not quantized; quantize it before building Lava processes.")
-    tsm = [f"{p.src} -> {p.dst}" for p in graph.projections if p.dst != HOST
-           and p.weight_int.dim() == 5 and not bool((p.weight_int == p.weight_int[:1]).all())]
-    if tsm or len(set(graph.host.pixel_gain)) > 1:
-        raise ExportError(
-            "this is a TSM model (SDM's temporal-wise spiking mechanism): its weights change at "
-            f"every SNN step ({', '.join(tsm[:3]) or 'the pixel input'}{', ...' if len(tsm) > 3 else ''}), "
-            "which a fixed Lava connection cannot hold. The NIR export, the integer simulator "
-            "and the energy report cover TSM models; the Loihi 2 target does not.")
 
 
 def connection_matrix(proj: Projection, src_shape: tuple[int, int, int],
-                      dst_shape: tuple[int, int, int]) -> scipy.sparse.csr_matrix:  # noqa: F821
-    """The synapses of ``proj`` as an int64 ``[N_dst, N_src]`` CSR matrix over C-order flattened
-    (C, H, W) populations: each conv tap placed explicitly, the upsampled positions mapped back
-    to their source neuron, taps that meet the same (source, target) pair summed."""
+                      dst_shape: tuple[int, int, int], step: int = 0
+                      ) -> scipy.sparse.csr_matrix:  # noqa: F821
+    """The synapses of ``proj`` (at SNN step ``step`` for TSM) as an int64 ``[N_dst, N_src]``
+    CSR matrix over C-order flattened (C, H, W) populations: each conv tap placed explicitly,
+    the upsampled positions mapped back to their source neuron, taps that meet the same
+    (source, target) pair summed."""
     from scipy.sparse import coo_matrix
 
     w = proj.weight_int.to(torch.int64)
-    w = (w[0] if w.dim() == 5 else w).numpy()  # TSM: equal per-step weights (checked above)
+    w = (w[step] if w.dim() == 5 else w).numpy()
     c_out, c_in, k, _ = w.shape
     cs, hs, ws = src_shape
     cd, hd, wd = dst_shape
@@ -106,33 +106,67 @@ def weight_parts(m) -> list:
 
 
 def bias_mantissas(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor) -> list[dict[str, np.ndarray]]:
-    """Per sample, per population: the int32 ``bias_mant`` of each neuron for this call."""
+    """Per sample, per population: the int32 ``bias_mant`` of each neuron at each window step
+    ``[T_snn, N]`` (all rows equal unless TSM)."""
     pixels = pixel_current(graph, x)
+    steps = graph.config.snn_steps
     out: list[dict[str, np.ndarray]] = [{} for _ in range(x.shape[0])]
     for pop in graph.populations:
         mant = bias_mantissa(pop, per_call_bias(graph, pop, t, pixels), None)  # [T,B,C,H|1,W|1]
-        if not bool((mant == mant[:1]).all()):
-            raise ExportError(f"population {pop.name}: its bias changes across SNN steps (TSM); "
-                              "a Lava LIF holds one bias per call.")
-        full = mant[0].expand(x.shape[0], *pop.shape)
+        full = mant.expand(steps, x.shape[0], *pop.shape)
         for b in range(x.shape[0]):
-            out[b][pop.name] = full[b].reshape(-1).numpy().astype(np.int32)
+            out[b][pop.name] = full[:, b].reshape(steps, -1).numpy().astype(np.int32)
     return out
 
 
 def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
-    """Lava processes for one call of a scheduled graph; returns (a process to run, sinks)."""
+    """Lava processes for one call of a scheduled graph (``bias``: ``[T_snn, N]`` per
+    population, see :func:`bias_mantissas`); returns (a process to run, sinks, LIFs)."""
     from lava.proc.io.sink import RingBuffer
-    from lava.proc.lif.process import LIFReset
+    from lava.proc.lif.process import LIF, LIFReset
     from lava.proc.sparse.process import DelaySparse, Sparse
     from lava.utils.weightutils import SignMode
+    from scipy.sparse import csr_matrix, identity
 
     length = call_length(graph)
-    lifs, sinks = {}, {}
+    lifs, sinks, clocks, relays = {}, {}, {}, {}
+
+    def sparse(weights, weight_exp=0, delay=0):
+        common = {"weights": weights.astype(np.int32), "weight_exp": weight_exp,
+                  "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
+        if not delay:
+            return Sparse(**common)
+        delays = weights.astype(np.int64)  # Lava checks dtype == int
+        delays.data[:] = delay
+        return DelaySparse(delays=delays, **common)
+
+    def connect(src, conn, dst) -> None:
+        src.s_out.connect(conn.s_in)
+        conn.a_out.connect(dst.a_in)
+
+    def clock(tau: int):
+        """One neuron that spikes at global step tau only (v = 64 (tau + 1) > 64 vth first)."""
+        if tau not in clocks:
+            c = LIF(shape=(1,), du=4095, dv=0, vth=tau, bias_mant=np.array([1]), bias_exp=6,
+                    name=f"clock:{tau}")
+            connect(c, sparse(csr_matrix(np.array([[-256]])), weight_exp=7), c)  # never again
+            clocks[tau] = c
+        return clocks[tau]
+
+    def relay(src: str, k: int):
+        """``src``'s spikes of its window step k, one step later."""
+        if (src, k) not in relays:
+            pop = graph.population(src)
+            r = LIF(shape=(pop.neurons,), du=4095, dv=4095, vth=2, name=f"relay:{src}:{k}")
+            connect(lifs[src], sparse(identity(pop.neurons, dtype=np.int64, format="csr") * 2), r)
+            connect(clock(pop.offset + k), sparse(csr_matrix(np.full((pop.neurons, 1), 2))), r)
+            relays[src, k] = r
+        return relays[src, k]
+
     for pop in graph.populations:
         p = pop.lif
         lifs[pop.name] = LIFReset(shape=(pop.neurons,), du=p.du, dv=p.dv, vth=p.vth,
-                                  bias_mant=bias[pop.name], bias_exp=p.bias_exp,
+                                  bias_mant=bias[pop.name][0], bias_exp=p.bias_exp,
                                   reset_interval=length, reset_offset=(pop.offset + 1) % length,
                                   name=pop.name)
         sinks[pop.name] = RingBuffer(shape=(pop.neurons,), buffer=length)
@@ -141,24 +175,20 @@ def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
         if proj.dst == HOST:
             continue
         src, dst = graph.population(proj.src), graph.population(proj.dst)
-        for part in weight_parts(connection_matrix(proj, src.shape, dst.shape)):
-            common = {"weights": part.astype(np.int32), "weight_exp": proj.weight_exp,
-                      "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
-            if proj.delay:
-                delays = part.astype(np.int64)  # Lava checks dtype == int
-                delays.data[:] = proj.delay
-                conn = DelaySparse(delays=delays, **common)
-            else:
-                conn = Sparse(**common)
-            lifs[proj.src].s_out.connect(conn.s_in)
-            conn.a_out.connect(lifs[proj.dst].a_in)
-    return next(iter(lifs.values())), sinks
+        steps = range(graph.config.snn_steps) if relayed(proj) else (None,)
+        for k in steps:
+            m = connection_matrix(proj, src.shape, dst.shape, step=k or 0)
+            origin = lifs[proj.src] if k is None else relay(proj.src, k)
+            for part in weight_parts(m):
+                connect(origin, sparse(part, proj.weight_exp, proj.delay), lifs[proj.dst])
+    return next(iter(lifs.values())), sinks, lifs
 
 
 def run_network(graph: DeployGraph, bias: dict[str, np.ndarray],
                 timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Run one call in Lava (in this process); every population's spikes ``[length, N]``.
-    ``timings`` receives the seconds spent building the processes and running them."""
+    ``timings`` receives the seconds spent building the processes and running them. A bias
+    that changes across window steps (TSM) is set before each step, running one step at a time."""
     import time
 
     from lava.magma.core.run_conditions import RunSteps
@@ -167,12 +197,21 @@ def run_network(graph: DeployGraph, bias: dict[str, np.ndarray],
     from .lava_compat import import_lava
 
     import_lava()
-    length = call_length(graph)
+    length, steps = call_length(graph), graph.config.snn_steps
     t0 = time.perf_counter()
-    proc, sinks = build_network(graph, bias)
+    proc, sinks, lifs = build_network(graph, bias)
     t1 = time.perf_counter()
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    varying = [p for p in graph.populations if not (bias[p.name] == bias[p.name][:1]).all()]
     try:
-        proc.run(condition=RunSteps(num_steps=length), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        if not varying:
+            proc.run(condition=RunSteps(num_steps=length), run_cfg=cfg)
+        for tau in range(length if varying else 0):
+            for pop in varying:  # the bias of window step k(tau), as TimedSimulator uses it
+                k, prev = (min(max(tau - d - pop.offset, 0), steps - 1) for d in (0, 1))
+                if tau and k != prev:
+                    lifs[pop.name].bias_mant.set(bias[pop.name][k])
+            proc.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
         spikes = {name: np.asarray(s.data.get()).T.astype(bool) for name, s in sinks.items()}
     finally:
         proc.stop()

@@ -18,6 +18,7 @@ import torch
 
 from sdm_neuro.deploy.graph import HOST, DeployGraph, Projection, fan_out
 from sdm_neuro.sequential.quantize import QuantizedSNN
+from sdm_neuro.simulators.timed import relayed
 
 from .profile import Profile
 
@@ -25,7 +26,8 @@ NEEDED_WEIGHT_BITS = 8   # Lava's 8-bit weight mantissa (even integers in [-256,
 NEEDED_STATE_BITS = 24   # u and v of Lava's fixed-point LIF
 
 MAPPING_MODEL = ("one population per set of cores; synapses stored per (source, target) pair "
-                 "at the profile's weight precision; no convolutional weight sharing")
+                 "at the profile's weight precision; no convolutional weight sharing; TSM: one "
+                 "synapse matrix per SNN step, relay populations and clock neurons counted")
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,22 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
     violations = _precision(lim)
     bytes_per_syn = max(lim.get("weight_bits") or NEEDED_WEIGHT_BITS, 1) / 8
 
+    # TSM: a relayed projection (per-step weights) stores one synapse matrix per SNN step and
+    # runs through T relay populations of its source (2 synapses per relay neuron: source and
+    # clock) plus one clock neuron per distinct gating step (counted as one population).
+    steps = graph.config.snn_steps
+    copies = {id(p): steps if relayed(p) else 1 for p in graph.projections}
     cores: dict[str, int] = {}
+    extra_neurons = extra_layers = extra_syn = 0
+    clock_steps: set[int] = set()
     for pop in graph.populations:
         ins = graph.inputs(pop.name)
         outs = [p for p in graph.projections if p.src == pop.name and p.dst != HOST]
+        gated = [p for p in outs if relayed(p)]
+        direct = sum((fan_out(p, pop.shape) for p in outs if not relayed(p)),
+                     torch.zeros(pop.shape))
         _fan_checks(pop.name, sum(fan_in(p) for p in ins),
-                    int(sum(fan_out(p, pop.shape) for p in outs).max()) if outs else 0,
+                    int((direct + (steps if gated else 0)).max()) if outs else 0,
                     lim, violations)
         if "synaptic_delay_steps_max" in lim:
             for p in ins:
@@ -112,10 +124,28 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
                     violations.append(Violation(f"{p.src}->{p.dst}", "synaptic delay (steps)",
                                                 p.delay, lim["synaptic_delay_steps_max"]))
         if "neurons_per_core" in lim:
-            syn = sum(synapse_count(p, shapes[p.src]) for p in ins)
+            syn = sum(synapse_count(p, shapes[p.src]) * copies[id(p)] for p in ins)
             cores[pop.name] = _cores(pop.name, pop.neurons, syn * bytes_per_syn, lim, violations)
+        if gated:
+            name = f"{pop.name} (TSM relays)"
+            _fan_checks(name, 2, int(sum(fan_out(p, pop.shape) for p in gated).max()), lim,
+                        violations)
+            extra_neurons += steps * pop.neurons
+            extra_layers += steps
+            extra_syn += steps * 2 * pop.neurons
+            clock_steps.update(pop.offset + k for k in range(steps))
+            if "neurons_per_core" in lim:
+                cores[name] = steps * _cores(name, pop.neurons, 2 * pop.neurons * bytes_per_syn,
+                                             lim, violations)
+    if clock_steps:
+        extra_neurons += len(clock_steps)
+        extra_layers += 1
+        extra_syn += len(clock_steps)
+        if "neurons_per_core" in lim:
+            cores["TSM clocks"] = _cores("TSM clocks", len(clock_steps), len(clock_steps), lim,
+                                         violations)
 
-    total_neurons = sum(p.neurons for p in graph.populations)
+    total_neurons = sum(p.neurons for p in graph.populations) + extra_neurons
     if "input_channels_max" in lim:
         stem = graph.populations[0]  # the host's pixel conv drives every stem neuron
         if stem.neurons > lim["input_channels_max"]:
@@ -123,10 +153,11 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
                                         stem.neurons, lim["input_channels_max"]))
     if "kernel_memory_entries_per_layer" in lim:
         _check_layer_memories(graph, lim, violations)
-    syn = sum(synapse_count(p, shapes[p.src]) for p in graph.projections if p.dst != HOST)
+    syn = extra_syn + sum(synapse_count(p, shapes[p.src]) * copies[id(p)]
+                          for p in graph.projections if p.dst != HOST)
     kernel = max(p.kernel for p in graph.projections if p.dst != HOST)
-    return _placement(profile, lim, cores, len(graph.populations), total_neurons, syn, kernel,
-                      violations)
+    return _placement(profile, lim, cores, len(graph.populations) + extra_layers, total_neurons,
+                      syn, kernel, violations)
 
 
 def _precision(lim: dict) -> list[Violation]:

@@ -625,7 +625,7 @@ def _export_bundle(args: argparse.Namespace) -> int:
     from .export.bundle import write_bundle
     from .fileio import atomic_dir
     from .hardware_profiles.constraints import check
-    from .simulators.timed import call_length, schedule
+    from .simulators.timed import call_length, relayed, schedule
 
     t0 = time.perf_counter()
     _, ckpt, dataset, _, graph = _deploy(args)
@@ -647,7 +647,11 @@ def _export_bundle(args: argparse.Namespace) -> int:
         "lowering_passes": list(LOWERING_PASSES),
         "timing": {"dt": "one Loihi 2 time step", "call_length": call_length(graph),
                    "offsets": {p.name: p.offset for p in graph.populations},
-                   "reset": "LIFReset at each population's window start; reset to zero"},
+                   "reset": "LIFReset at each population's window start; reset to zero",
+                   "tsm": None if not any(relayed(p) for p in graph.projections) else (
+                       "projections with per-step weights run through time-gated relays (one "
+                       "per source window step, +1 step of latency) and clock neurons; the "
+                       "per-step bias is set by the host before each step")},
         "profile": {"name": profile.name, "path": str(profile.path)},
         "constraints": placement.to_dict(),
     }
@@ -919,8 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "integer parameters in documented metadata) and host.npz (time-embedding "
                     "tables, decoder tail, sampler schedule). The network is checked against "
                     "--profile (default loihi2); for --target loihi2 or an explicit --profile a "
-                    "violation is an error (exit code 8) unless --allow-violations. --target "
-                    "loihi2 refuses TSM models, which a fixed Lava connection cannot hold. --target onnx writes the float denoiser, checked "
+                    "violation is an error (exit code 8) unless --allow-violations. TSM models "
+                    "run on Lava through time-gated relays. --target onnx writes the float "
+                    "denoiser, checked "
                     "against PyTorch with onnxruntime.")
     _add_checkpoint_args(p)
     p.add_argument("--target", choices=("loihi2", "nir", "onnx"), default="loihi2")

@@ -11,6 +11,12 @@ outside the receiver's window too (a spike at step tau < offset(P) reaches P' at
 tau + offset(P') - offset(P) < offset(P')). So within every window the arithmetic is exactly
 the ideal mode's, and the host reads each population's spikes from its window. State is reset
 between denoising calls.
+
+TSM (SDM): a projection whose weights differ per SNN step (:func:`relayed`) reaches its target
+through time-gated relay populations, one per source window step, which add a step of latency:
+such a projection counts 2 steps in the offsets, and its delay is ``offset(P) - offset(j) - 2``
+(``sdm_neuro.export.loihi2`` builds the relays; the relays pass only spikes from inside the
+source's window, which by the argument above are the only ones that reach a window anyway).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import dataclasses
 
 import torch
 
-from ..deploy.graph import HOST, DeployGraph
+from ..deploy.graph import HOST, DeployGraph, Projection
 from ..deploy.host import per_call_bias, pixel_current
 from ..errors import ConfigError
 from .integer import Counters, IntegerSimulator, bias_mantissa
@@ -28,18 +34,29 @@ from .lif import LifState, lif_reset, lif_step
 MAX_DELAY = 62
 
 
+def relayed(proj: Projection) -> bool:
+    """Whether ``proj`` has per-step weights (TSM gains that differ), so that on Lava it runs
+    through time-gated relays (one more step of latency)."""
+    w = proj.weight_int
+    return w is not None and w.dim() == 5 and not bool((w == w[:1]).all())
+
+
+def latency(proj: Projection) -> int:
+    return 2 if relayed(proj) else 1
+
+
 def schedule(graph: DeployGraph) -> DeployGraph:
     """Offsets (longest path from the stem) and balancing delays for every projection."""
     offset: dict[str, int] = {}
     for pop in graph.populations:  # topological order
-        ins = [offset[p.src] + 1 for p in graph.inputs(pop.name)]
+        ins = [offset[p.src] + latency(p) for p in graph.inputs(pop.name)]
         offset[pop.name] = max(ins, default=0)
     projs = []
     for p in graph.projections:
         if p.dst == HOST:
             projs.append(p)
             continue
-        delay = offset[p.dst] - offset[p.src] - 1
+        delay = offset[p.dst] - offset[p.src] - latency(p)
         if not 0 <= delay <= MAX_DELAY:
             raise ConfigError(f"projection {p.src} -> {p.dst}: needs a synaptic delay of {delay} "
                               f"steps; Lava's DelayDense allows 0..{MAX_DELAY}.")
@@ -60,14 +77,16 @@ class TimedSimulator(IntegerSimulator):
             graph = schedule(graph)
         super().__init__(graph)
         self.length = call_length(graph)
-        # Members of a fused conv group deliver together only when their delays agree: split
-        # each group by delay once here, not at every global step.
+        # Members of a fused conv group deliver together only when their latencies (delay, and
+        # the relay step of TSM projections) agree: split each group once here, not at every
+        # global step.
         self.by_delay: list[tuple[str, int, object]] = []
         for src, fused in self.fused.items():
             for f in fused:
                 split: dict[int, list] = {}
                 for m in f.members:
-                    split.setdefault(graph.projections[m[0]].delay, []).append(m)
+                    p = graph.projections[m[0]]
+                    split.setdefault(p.delay + latency(p) - 1, []).append(m)
                 self.by_delay += [(src, d, dataclasses.replace(f, members=ms))
                                   for d, ms in split.items()]
 

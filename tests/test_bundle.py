@@ -96,14 +96,20 @@ def test_constraint_violations_have_their_own_exit_code(tmp_path, tiny_ckpt, cap
     assert not json.loads((out / "manifest.json").read_text())["constraints"]["fits"]
 
 
-def test_loihi2_export_refuses_tsm_but_nir_takes_it(tmp_path, capsys, randomized):
+def test_loihi2_export_takes_tsm_with_relays_counted(tmp_path, randomized):
+    from sdm_neuro.simulators.timed import relayed
+
     cfg = TINY.replace(tsm=True)
     model = randomized(SpikingUNet(cfg))  # per-step gains 0.7..1.3
     ckpt = save_checkpoint(tmp_path / "tsm.pt", cfg, model.state_dict(),
                            meta={"dataset": "digits"})
-    assert cli(["export", str(ckpt), "--out", str(tmp_path / "l")]) == ExportError.exit_code
-    assert "TSM" in capsys.readouterr().err and not (tmp_path / "l").exists()
-    assert cli(["export", str(ckpt), "--target", "nir", "--out", str(tmp_path / "n")]) == 0
+    assert cli(["export", str(ckpt), "--out", str(tmp_path / "l")]) == 0
+    graph, manifest = read_bundle(tmp_path / "l")
+    assert all(relayed(p) for p in graph.projections if p.dst != "host")
+    cores = manifest["constraints"]["cores_per_population"]
+    relays = [k for k in cores if k.endswith("(TSM relays)")]
+    assert relays and "TSM clocks" in cores
+    assert "relays" in manifest["timing"]["tsm"]
 
 
 def test_export_of_a_reference_format_checkpoint(tmp_path):

@@ -133,14 +133,15 @@ def test_host_projections_stay_float(graphs):
 
 @pytest.mark.parametrize("tsm", [False, True])
 def test_hardware_timed_mode_equals_ideal_mode(graphs, tsm):
-    from sdm_neuro.simulators.timed import TimedSimulator, call_length, schedule
+    from sdm_neuro.simulators.timed import TimedSimulator, call_length, relayed, schedule
 
     graph = graphs[tsm]
     timed = schedule(graph)
     offsets = {p.name: p.offset for p in timed.populations}
-    for p in timed.projections:  # every path into a population lines up
+    for p in timed.projections:  # every path into a population lines up (TSM: + relay step)
         if p.dst != HOST:
-            assert offsets[p.src] + 1 + p.delay == offsets[p.dst]
+            assert relayed(p) == tsm
+            assert offsets[p.src] + (2 if tsm else 1) + p.delay == offsets[p.dst]
     assert call_length(timed) == max(offsets.values()) + graph.config.snn_steps
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     t = torch.tensor([0, 400, 999])

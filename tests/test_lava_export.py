@@ -36,6 +36,8 @@ def _assert_bit_exact(graph, x, t):
     assert sum(int(s.sum()) for s in spk_sim.values()) > 0
     # the balancing delays were exercised (DelaySparse), not only plain Sparse
     assert any(p.delay for p in graph.projections)
+    # ... and every population spiked somewhere (a silent layer would test little)
+    assert all(int(s.sum()) > 0 for s in spk_sim.values())
 
 
 @pytest.mark.parametrize("seed, cfg, threshold", [
@@ -66,13 +68,22 @@ def test_default_bundle_is_bit_exact(tmp_path):
     _assert_bit_exact(graph, x, torch.tensor([500]))
 
 
-def test_tsm_models_are_refused_with_the_reason(randomized):
-    cfg = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8,
+def test_tsm_models_are_bit_exact_through_time_gated_relays(randomized):
+    """SDM's TSM with threshold guidance: per-step weights through relays and clocks, per-step
+    biases set by the host (one sample: Lava runs TSM one step at a time, about 40 s)."""
+    from sdm_neuro.simulators.timed import relayed
+
+    cfg = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8,
                      tsm=True)
-    model = randomized(SpikingUNet(cfg).eval())
-    graph = build_integer_graph(model, calibration_inputs(torch.rand(32, 1, 8, 8), batches=1))
-    with pytest.raises(ExportError, match="TSM.*fixed Lava connection cannot hold"):
-        lava_call(graph, torch.zeros(1, 1, 8, 8), torch.tensor([1]))
+    torch.manual_seed(3)
+    model = randomized(SpikingUNet(cfg).eval(), 3)
+    model.set_threshold(0.9)
+    graph = build_integer_graph(model, calibration_inputs(torch.rand(32, 1, 8, 8) * 2 - 1,
+                                                          batches=2, batch_size=16))
+    assert all(relayed(p) for p in graph.projections if p.dst != "host")
+    assert len(set(graph.host.pixel_gain)) > 1  # the stem's bias changes per step too
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    _assert_bit_exact(graph, x, torch.tensor([870]))
 
 
 def test_a_hung_lava_run_is_killed_at_its_timeout():
