@@ -80,3 +80,12 @@ def import_lava() -> types.ModuleType:
     import lava
 
     return lava
+
+
+def lava_unavailable() -> str | None:
+    """Why Lava cannot be used here (for tests to skip with the reason), or None if it can."""
+    try:
+        import_lava()
+    except Exception as e:  # noqa: BLE001 - any failure to import Lava is the answer
+        return f"Lava is not available ({e}); install it as the README's set-up does"
+    return None

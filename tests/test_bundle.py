@@ -12,7 +12,7 @@ from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.checkpoint import save_checkpoint
 from sdm_neuro.cli import main as cli
 from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
-from sdm_neuro.errors import CheckpointError, ConstraintError, ExportError, UsageError
+from sdm_neuro.errors import CheckpointError, ConstraintError, UsageError
 from sdm_neuro.export.bundle import NIR_FILE, read_bundle, write_bundle
 from sdm_neuro.simulators.timed import schedule
 

@@ -11,15 +11,11 @@ import torch
 from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
 from sdm_neuro.errors import ExportError
+from sdm_neuro.export.lava_compat import lava_unavailable
 from sdm_neuro.simulators.timed import TimedSimulator, schedule
 
-try:
-    from sdm_neuro.export.lava_compat import import_lava
-
-    import_lava()
-except Exception as e:  # noqa: BLE001 - any failure to import Lava means: skip, and say why
-    pytest.skip(f"Lava is not available ({e}); install it as the README's set-up does",
-                allow_module_level=True)
+if (_why := lava_unavailable()) is not None:
+    pytest.skip(_why, allow_module_level=True)
 
 from sdm_neuro.export.loihi2 import _run_child, lava_call
 

@@ -5,15 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from sdm_neuro.export.lava_compat import lava_unavailable
 from sdm_neuro.simulators.lif import LifParams, LifState, lif_step
 
-try:
-    from sdm_neuro.export.lava_compat import import_lava
-
-    import_lava()
-except Exception as e:  # noqa: BLE001 - any failure to import Lava means: skip, and say why
-    pytest.skip(f"Lava is not available ({e}); install it as the README's set-up does",
-                allow_module_level=True)
+if (_why := lava_unavailable()) is not None:
+    pytest.skip(_why, allow_module_level=True)
 
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg

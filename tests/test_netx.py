@@ -7,17 +7,13 @@ import pytest
 import torch
 
 from sdm_neuro.errors import ExportError
+from sdm_neuro.export.lava_compat import lava_unavailable
 from sdm_neuro.sequential.quantize import quantize_sequential
 from sdm_neuro.sequential.simulate import random_spikes
 from sdm_neuro.simulators.sequential import run_integer
 
-try:
-    from sdm_neuro.export.lava_compat import import_lava
-
-    import_lava()
-except Exception as e:  # noqa: BLE001 - any failure to import Lava means: skip, and say why
-    pytest.skip(f"Lava is not available ({e}); install it as the README's set-up does",
-                allow_module_level=True)
+if (_why := lava_unavailable()) is not None:
+    pytest.skip(_why, allow_module_level=True)
 
 from sdm_neuro.export.netx import run_netx, write_netx
 
