@@ -38,6 +38,7 @@ NETX_FILE = "network.net"
 
 
 def check_netx(qnet: QuantizedSNN) -> None:
+    """Refuse what netx cannot hold or would run wrongly, saying why."""
     if not qnet.spike_input:
         raise ExportError("netx: the network is driven by a current (its calibration input was "
                           "not 0/1 spikes); netx layers take binary spikes only.")
@@ -126,10 +127,12 @@ def run_network(path: Path, x: np.ndarray, layer_shapes: list[tuple[int, ...]]
         blk.neuron.s_out.connect(sinks[-1].a_in)
     if len(sinks) != n_layers:
         raise ExportError(f"netx built {len(sinks)} neuron layers, expected {n_layers}.")
-    net.run(condition=RunSteps(num_steps=batch * period), run_cfg=Loihi2SimCfg(
-        select_tag="fixed_pt"))
-    raw = [s.data.get() for s in sinks]
-    net.stop()
+    try:
+        net.run(condition=RunSteps(num_steps=batch * period),
+                run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        raw = [s.data.get() for s in sinks]
+    finally:
+        net.stop()
     out = []
     for k, (r, shape) in enumerate(zip(raw, layer_shapes, strict=True)):
         r = np.moveaxis(r.reshape(*_lava(shape), batch, period), (-2, -1), (0, 1))

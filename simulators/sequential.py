@@ -2,7 +2,7 @@
 
 Ideal timing: every layer steps once per time step, in order, as the float reference does. On
 Lava each connection adds one step of latency, so layer ``k`` (0-based) of a Lava run shows at
-step ``t + k + 1`` what this shows at ``t`` (``delay_spikes``) when the input is zero-padded.
+step ``t + k + 1`` what this shows at ``t``; ``sdm_neuro.export.netx.run_netx`` aligns them.
 """
 
 from __future__ import annotations
@@ -57,12 +57,3 @@ def run_integer(qnet: QuantizedSNN, x: torch.Tensor, *, counters: dict | None = 
         out.append(s)
     return out
 
-
-def delay_spikes(spikes: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Ideal-timing spikes as Lava shows them: layer k shifted by k + 1 steps (same length)."""
-    out = []
-    for k, s in enumerate(spikes):
-        d = k + 1
-        out.append(torch.cat([torch.zeros_like(s[:d]), s[:-d]]) if d < len(s)
-                   else torch.zeros_like(s))
-    return out
