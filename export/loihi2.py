@@ -236,7 +236,7 @@ def lava_call(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *, timeout_s
         for b, bias in enumerate(per_sample):
             inp, out = Path(tmp) / f"bias{b}.npz", Path(tmp) / f"spikes{b}.npz"
             np.savez(inp, **bias)
-            _run_child([sys.executable, "-m", "sdm_neuro.export.lava_worker", str(gpath),
+            run_child([sys.executable, "-m", "sdm_neuro.export.lava_worker", str(gpath),
                         str(inp), str(out)], timeout_s)
             with np.load(out) as z:
                 runs.append({k: z[k] for k in z.files})
@@ -248,8 +248,9 @@ def lava_call(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *, timeout_s
     return eps, spikes
 
 
-def _run_child(cmd: list[str], timeout_s: float) -> None:
-    # A new session, so that a timeout kills Lava's own worker processes too.
+def run_child(cmd: list[str], timeout_s: float) -> None:
+    """Run a Lava child process with a hard timeout (shared by the U-Net and netx runs): an
+    error inside Lava can deadlock it. A new session, so a timeout kills its workers too."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -146,14 +146,14 @@ def run_netx(qnet: QuantizedSNN, x: torch.Tensor, *, path: Path | None = None,
     """Write (or take) the netx file of ``qnet`` and run it in Lava in a child process with a
     hard timeout: every layer's spikes [T, B, *shape], aligned with
     :func:`sdm_neuro.simulators.sequential.run_integer`."""
-    from .loihi2 import _run_child
+    from .loihi2 import run_child
 
     shapes = [ql.layer.shape for ql in qnet.layers]
     with tempfile.TemporaryDirectory(prefix="sdm-neuro-netx-") as tmp:
         net_path = path or write_netx(qnet, Path(tmp) / NETX_FILE)
         inp, out = Path(tmp) / "x.npy", Path(tmp) / "spikes.npz"
         np.save(inp, x.numpy().astype(np.int8))
-        _run_child([sys.executable, "-m", "sdm_neuro.export.netx", str(net_path), str(inp),
+        run_child([sys.executable, "-m", "sdm_neuro.export.netx", str(net_path), str(inp),
                     str(out), json.dumps(shapes)], timeout_s)
         with np.load(out) as z:
             return [torch.from_numpy(z[f"layer{k}"]) for k in range(len(shapes))]

@@ -17,7 +17,7 @@ from sdm_neuro.simulators.timed import TimedSimulator, schedule
 if (_why := lava_unavailable()) is not None:
     pytest.skip(_why, allow_module_level=True)
 
-from sdm_neuro.export.loihi2 import _run_child, lava_call
+from sdm_neuro.export.loihi2 import lava_call, run_child
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -84,4 +84,4 @@ def test_tsm_models_are_bit_exact_through_time_gated_relays(randomized):
 
 def test_a_hung_lava_run_is_killed_at_its_timeout():
     with pytest.raises(ExportError, match="did not finish within 1 s"):
-        _run_child([sys.executable, "-c", "import time; time.sleep(60)"], 1)
+        run_child([sys.executable, "-c", "import time; time.sleep(60)"], 1)
