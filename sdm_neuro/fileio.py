@@ -1,4 +1,6 @@
-"""Atomic file and directory writes: a reader never sees a partial output."""
+"""File access for every reader and writer: atomic writes (a reader never sees a partial
+output) and the guard every input passes before it is opened (a regular file of bounded size:
+a named pipe would block forever, ``/dev/zero`` would never end)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,44 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def regular_file(path: str | os.PathLike, *, what: str, error: type[Exception],
+                 max_bytes: int | None = None) -> Path:
+    """``path`` if it is a regular file of at most ``max_bytes`` bytes, else ``error`` naming
+    the file, ``what`` it should be and the rule it broke. Checked before anything is read."""
+    import stat
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file (expected {what}).") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e}; expected {what}).") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a directory, not {what}.")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a named pipe" if stat.S_ISFIFO(st.st_mode) else
+                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise error(f"{path}: is {kind}, not {what} (only regular files are read).")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} bytes {what} "
+                    "may have.")
+    return path
+
+
+def read_text_limited(path: str | os.PathLike, *, what: str, error: type[Exception],
+                      max_bytes: int) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes`` (see :func:`regular_file`)."""
+    path = regular_file(path, what=what, error=error, max_bytes=max_bytes)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start}); expected {what}.") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e}).") from None
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -2,6 +2,9 @@
 
 ``../shared/reference`` (beside the checkout) holds the reference oracle and key listings; tests
 that need it skip with a clear reason when it is absent, so the project stays self-contained.
+
+Under ``CI=true`` nothing may be skipped: a missing dependency or fixture (Lava, ../shared) fails
+the run with the skip's reason (:func:`pytest_runtest_makereport`, :func:`pytest_collectreport`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,29 @@ from torch.nn import functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = Path(os.environ.get("SDM_NEURO_SHARED", REPO.parent / "shared")) / "reference"
+
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _fail_skips_in_ci(report) -> None:
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where everything a test needs must be " \
+                          f"present: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skips_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_skips_in_ci(outcome.get_result())
 
 
 def _shared(name: str) -> Path:
