@@ -60,7 +60,8 @@ def main() -> None:
                "bit_exact": exact, "spikes": int(sum(int(s.sum()) for s in spk_sim.values()))}
         if i == 0:  # the phases of one Lava call, in this process
             phases: dict[str, float] = {}
-            run_network(graph, bias_mantissas(graph, x, tt)[0], phases)
+            run_network(graph, {k: v[:, 0].reshape(v.shape[0], -1)
+                                for k, v in bias_mantissas(graph, x, tt).items()}, phases)
             row["lava_phases_s"] = phases
         row["ratio_lava_vs_hardware_timed"] = t_lava / t_hw
         row["ratio_lava_vs_ideal"] = t_lava / t_ideal

@@ -71,6 +71,7 @@ def import_lava() -> types.ModuleType:
     install_hooks()
     try:
         import lava.magma.core.run_configs
+        import lava.magma.compiler.var_model  # noqa: F401 - the module the hook rewrites
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] == "lava":
             raise ExportError(f"Lava is not installed: it is an optional extra. Install it with "

@@ -9,8 +9,9 @@ One denoising call is one Lava network per sample:
 * every projection is a ``Sparse`` (or ``DelaySparse`` for the balancing delays) holding the
   explicit synapse matrix: the conv, its stride and a nearest upsample unrolled into one weight
   per (source, target) pair. Folded upsample taps can leave the 8-bit range; such a matrix is
-  split into parts that each fit, and Lava sums the parts at the neuron's input, which is exact
-  (the accumulation of one projection is an integer sum in any order);
+  split into parts that each fit, and Lava sums the parts at the neuron's input. Each part
+  shifts its own sum by ``weight_exp``: exact for a left shift, and for a right shift (a floor)
+  because all parts but one hold multiples of ``2**-weight_exp`` (:func:`weight_parts`);
 * every population's spikes are read through a sink ``RingBuffer``;
 * TSM (SDM's per-step weights): a projection whose weights differ per SNN step runs from its
   source S through time-gated relays, one ``LIF`` per window step k of S, each passing S's
@@ -90,38 +91,56 @@ def connection_matrix(proj: Projection, src_shape: tuple[int, int, int],
     return m
 
 
-def weight_parts(m) -> list:
+def weight_parts(m, weight_exp: int = 0) -> list:
     """Split an integer matrix into matrices whose entries fit one Lava synapse (even values in
-    [-256, 254]) and that sum to it: usually one part; folded upsample taps may need two."""
-    parts, rest = [], m.copy()
-    while rest.nnz:
+    [-256, 254]) and whose Lava outputs sum to the whole matrix's, ``(m @ s) << weight_exp``:
+    usually one part; folded upsample taps may need more.
+
+    Each part is its own connection process and shifts its own sum. A left shift distributes
+    over the sum, so any split is exact for ``weight_exp >= 0``. A negative exponent floors each
+    part's sum, and floors do not add up; they do when all parts but one have entries that are
+    multiples of ``2**-weight_exp`` (their sums then shift exactly): those take the multiples,
+    one more part the remainders ``m mod 2**-weight_exp``, which are even and fit."""
+    if m.nnz and (m.data % 2).any():
+        raise ExportError("a synaptic weight is odd: Lava's mixed-sign weights are even.")
+    if not m.nnz or (m.data.min() >= WEIGHT_MIN and m.data.max() <= WEIGHT_MAX):
+        return [m.copy()] if m.nnz else []
+    parts, rest, hi = [], m.copy(), WEIGHT_MAX
+    if weight_exp < 0:
+        unit = 2 ** -weight_exp
+        hi = -WEIGHT_MIN - unit  # the largest multiple of unit below 256
+        rem = m.copy()
+        rem.data = np.mod(rem.data, unit)
+        rem.eliminate_zeros()
+        rest = m - rem
+        rest.eliminate_zeros()
+        if unit > -WEIGHT_MIN or (hi <= 0 and rest.nnz and rest.data.max() > 0):
+            raise ExportError(f"weight_exp {weight_exp}: the matrix needs more than one Lava "
+                              f"synapse per weight, and its parts would have to be multiples of "
+                              f"{unit} in [-256, 254], which they cannot be exactly.")
+        parts = [rem] if rem.nnz else []
+    while rest.nnz:  # every step takes the largest part that fits (multiples of unit if < 0)
         part = rest.copy()
-        part.data = np.clip(part.data, WEIGHT_MIN, WEIGHT_MAX)
-        if (part.data % 2).any():
-            raise ExportError("a synaptic weight is odd: Lava's mixed-sign weights are even.")
+        part.data = np.clip(part.data, WEIGHT_MIN, hi)
         parts.append(part)
         rest = rest - part
         rest.eliminate_zeros()
     return parts
 
 
-def bias_mantissas(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor) -> list[dict[str, np.ndarray]]:
-    """Per sample, per population: the int32 ``bias_mant`` of each neuron at each window step
-    ``[T_snn, N]`` (all rows equal unless TSM)."""
+def bias_mantissas(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per population: the ``bias_mant`` of every neuron at each window step for a batch,
+    ``[T_snn, B, C, H, W]`` int32 (all steps equal unless TSM)."""
     pixels = pixel_current(graph, x)
-    steps = graph.config.snn_steps
-    out: list[dict[str, np.ndarray]] = [{} for _ in range(x.shape[0])]
-    for pop in graph.populations:
-        mant = bias_mantissa(pop, per_call_bias(graph, pop, t, pixels), None)  # [T,B,C,H|1,W|1]
-        full = mant.expand(steps, x.shape[0], *pop.shape)
-        for b in range(x.shape[0]):
-            out[b][pop.name] = full[:, b].reshape(steps, -1).numpy().astype(np.int32)
-    return out
+    steps, batch = graph.config.snn_steps, x.shape[0]
+    return {pop.name: bias_mantissa(pop, per_call_bias(graph, pop, t, pixels), None)
+            .expand(steps, batch, *pop.shape).numpy().astype(np.int32)
+            for pop in graph.populations}
 
 
 def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
-    """Lava processes for one call of a scheduled graph (``bias``: ``[T_snn, N]`` per
-    population, see :func:`bias_mantissas`); returns (a process to run, sinks, LIFs)."""
+    """Lava processes for one call of one sample of a scheduled graph (``bias``: ``[T_snn, N]``
+    per population); returns (a process to run, sinks, LIFs)."""
     from lava.proc.io.sink import RingBuffer
     from lava.proc.lif.process import LIF, LIFReset
     from lava.proc.sparse.process import DelaySparse, Sparse
@@ -179,7 +198,7 @@ def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
         for k in steps:
             m = connection_matrix(proj, src.shape, dst.shape, step=k or 0)
             origin = lifs[proj.src] if k is None else relay(proj.src, k)
-            for part in weight_parts(m):
+            for part in weight_parts(m, proj.weight_exp):
                 connect(origin, sparse(part, proj.weight_exp, proj.delay), lifs[proj.dst])
     return next(iter(lifs.values())), sinks, lifs
 
@@ -220,31 +239,42 @@ def run_network(graph: DeployGraph, bias: dict[str, np.ndarray],
     return spikes
 
 
-def lava_call(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *, timeout_s: float = 600
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One denoising call in Lava: eps and every population's spikes in its window
-    ``[T, B, C, H, W]``, as :class:`~sdm_neuro.simulators.timed.TimedSimulator` returns them.
-    Each sample is one Lava run in a child process killed after ``timeout_s``."""
+def lava_spikes(graph: DeployGraph, bias: dict[str, np.ndarray], *, timeout_s: float = 600
+                ) -> dict[str, torch.Tensor]:
+    """Every population's spikes ``[T, B, C, H, W]`` in its window, for a scheduled graph and the
+    bias mantissas of a batch (``[T_snn, B, C, H, W]`` per population, as
+    :func:`~sdm_neuro.simulators.integer.bias_mantissa` gives them). Each sample is one Lava run
+    in a child process killed after ``timeout_s``."""
     check_lava_deployable(graph)
-    if not any(p.offset for p in graph.populations):
-        graph = schedule(graph)
     steps = graph.config.snn_steps
-    per_sample = bias_mantissas(graph, x, t)
+    batch = next(iter(bias.values())).shape[1]
     runs = []
     with tempfile.TemporaryDirectory(prefix="sdm-neuro-lava-") as tmp:
         gpath = graph.save(Path(tmp) / "graph.pt")
-        for b, bias in enumerate(per_sample):
+        for b in range(batch):
             inp, out = Path(tmp) / f"bias{b}.npz", Path(tmp) / f"spikes{b}.npz"
-            np.savez(inp, **bias)
+            np.savez(inp, **{k: np.asarray(v[:, b]).reshape(steps, -1).astype(np.int32)
+                             for k, v in bias.items()})
             run_child([sys.executable, "-m", "sdm_neuro.export.lava_worker", str(gpath),
-                        str(inp), str(out)], timeout_s)
+                       str(inp), str(out)], timeout_s)
             with np.load(out) as z:
                 runs.append({k: z[k] for k in z.files})
     spikes = {}
     for pop in graph.populations:
         window = np.stack([r[pop.name][pop.offset:pop.offset + steps] for r in runs], axis=1)
         spikes[pop.name] = torch.from_numpy(window).reshape(steps, len(runs), *pop.shape)
-    eps = IntegerSimulator(graph).decode(spikes, steps)
+    return spikes
+
+
+def lava_call(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *, timeout_s: float = 600
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One denoising call in Lava: eps and every population's spikes in its window
+    ``[T, B, C, H, W]``, as :class:`~sdm_neuro.simulators.timed.TimedSimulator` returns them."""
+    check_lava_deployable(graph)
+    if not any(p.offset for p in graph.populations):
+        graph = schedule(graph)
+    spikes = lava_spikes(graph, bias_mantissas(graph, x, t), timeout_s=timeout_s)
+    eps = IntegerSimulator(graph).decode(spikes, graph.config.snn_steps)
     return eps, spikes
 
 

@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -118,7 +119,7 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def randomized():
     return randomize
 
@@ -200,15 +201,97 @@ def reference_forward(sd: dict, x: torch.Tensor, t: torch.Tensor, *, snn_steps: 
             if is_res:
                 h = torch.cat([h, hs.pop()], dim=1)
             h = run(p, is_res, h, up=not is_res)
-        h = _conv(sd, "tail_conv", _swish(_bn(sd, "tail_bn", h)), s)
         per_step.append(h)
-    h = torch.stack(per_step)  # [T,B,C,H,W]
+    eps = reference_tail(sd, torch.stack(per_step))
+    return eps, {k: torch.stack(vs) for k, vs in spikes.items()}
+
+
+def reference_tail(sd: dict, h: torch.Tensor) -> torch.Tensor:
+    """The reference decoder tail: ``h`` [T,B,C,H,W] (the analog input of ``tail_bn`` per SNN
+    step) -> eps [B, img_ch, H, W]."""
+    steps = h.shape[0]
+    h = torch.stack([_conv(sd, "tail_conv", _swish(_bn(sd, "tail_bn", h[s])), s)
+                     for s in range(steps)])
     z = F.conv3d(h.permute(1, 2, 3, 4, 0), sd["T_output_layer.weight"], sd["T_output_layer.bias"],
                  padding=(1, 1, 0)).permute(4, 0, 1, 2, 3)
-    z = torch.stack([_bn(sd, "last_bn", z[s]) for s in range(snn_steps)])
+    z = torch.stack([_bn(sd, "last_bn", z[s]) for s in range(steps)])
     h = _swish(z) + h
-    eps = sum(math.pow(0.8, snn_steps - 1 - s) * h[s] for s in range(snn_steps))
-    return eps, {k: torch.stack(vs) for k, vs in spikes.items()}
+    return sum(math.pow(0.8, steps - 1 - s) * h[s] for s in range(steps))
+
+
+# ---------------------------------------------------------------------------------------------
+# The host side of a quantized deployment graph, written independently of sdm_neuro.deploy.host
+# and the simulators from the graph's documented fields (export/bundle.py), for the exactness
+# tests: the per-call bias mantissas fed to a population and the decoder that reads the spikes.
+# ---------------------------------------------------------------------------------------------
+
+def _np_conv_f64(x: np.ndarray, w: np.ndarray, stride: int = 1, up: int = 1) -> np.ndarray:
+    """[N, Ci, H, W] x [Co, Ci, k, k] -> [N, Co, Ho, Wo] float64 by explicit taps (padding k//2,
+    nearest upsample by ``up`` first)."""
+    if up > 1:
+        x = x.repeat(up, axis=2).repeat(up, axis=3)
+    n, ci, h, wd = x.shape
+    co, _, k, _ = w.shape
+    pad = k // 2
+    xp = np.zeros((n, ci, h + 2 * pad, wd + 2 * pad))
+    xp[:, :, pad:pad + h, pad:pad + wd] = x
+    ho, wo = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+    out = np.zeros((n, co, ho, wo))
+    for dy in range(k):
+        for dx in range(k):
+            patch = xp[:, :, dy:dy + stride * ho:stride, dx:dx + stride * wo:stride]
+            out += np.einsum("oc,nchw->nohw", w[:, :, dy, dx], patch)
+    return out
+
+
+def independent_bias(graph, x: torch.Tensor, t: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per population, the int64 ``bias_mant`` ``[T, B, C, H, W]`` of one call: the constant
+    bias per step and channel, plus the time embedding of ``t`` (``temb_block``), plus the
+    pixel conv of ``x`` times the per-step gain (the stem), in membrane LSBs at ``bias_exp``,
+    rounded half to even and clipped to the 13-bit mantissa."""
+    steps, batch = graph.config.snn_steps, x.shape[0]
+    h = graph.host
+    pixel = _np_conv_f64(x.double().numpy(), h.pixel_weight.double().numpy())
+    gain = np.array(h.pixel_gain or (1.0,) * steps)
+    out = {}
+    for pop in graph.populations:
+        c, hh, ww = pop.shape
+        cur = np.broadcast_to(pop.bias.double().numpy()[:, None, :, None, None],
+                              (steps, batch, c, hh, ww)).copy()
+        if pop.temb_block is not None:
+            temb = h.temb_table[pop.temb_block].double().numpy()[t.numpy()]  # [B, C]
+            cur += temb[None, :, :, None, None]
+        if pop.pixel_input:
+            cur += gain[:, None, None, None, None] * pixel[None]
+        lsb = pop.scale * 2.0**pop.lif.bias_exp
+        out[pop.name] = np.clip(np.round(cur / lsb), -4096, 4095).astype(np.int64)
+    return out
+
+
+def independent_decode(graph, spikes: dict[str, torch.Tensor]) -> torch.Tensor:
+    """eps from every population's spikes ``[T, B, C, H, W]``: the host projections' float
+    weights (upsample, stride, per-step gain) summed onto the constant decoder input, then the
+    reference tail, all in float64."""
+    steps = graph.config.snn_steps
+    h = graph.host
+    total = None
+    for p in graph.projections:
+        if p.dst != "host":
+            continue
+        z = spikes[p.src].double().numpy()
+        w = p.weight.double().numpy()
+        y = np.stack([p.gain_at(s) * _np_conv_f64(z[s], w, p.stride, p.upsample)
+                      for s in range(steps)])
+        total = y if total is None else total + y
+    total = total + h.tail_bias.double().numpy()[:, None, :, None, None]
+    sd = {k: v.double() for k, v in h.tail.items()}
+    return reference_tail(sd, torch.from_numpy(total))
+
+
+@pytest.fixture
+def host_reference():
+    """(independent_bias, independent_decode): see those functions."""
+    return independent_bias, independent_decode
 
 
 @pytest.fixture

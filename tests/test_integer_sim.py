@@ -8,7 +8,6 @@ import torch
 from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.deploy import HOST
 from sdm_neuro.deploy.graph import Projection
-from sdm_neuro.deploy.host import per_call_bias, pixel_current
 from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
 from sdm_neuro.simulators.float_graph import project
 from sdm_neuro.simulators.integer import (
@@ -58,9 +57,9 @@ def _np_lif(a_in, bias, vth, bias_exp):
     return out
 
 
-def _reference(graph, x, t):
+def _reference(graph, x, t, independent_bias):
     steps, batch = graph.config.snn_steps, x.shape[0]
-    pixels = pixel_current(graph, x)
+    biases = independent_bias(graph, x, t)
     spikes = {}
     for pop in graph.populations:
         c, h, w = pop.shape
@@ -72,10 +71,7 @@ def _reference(graph, x, t):
                 acc = _np_conv(src[s], wi.numpy().astype(np.int64), p.stride, p.upsample)
                 e = p.weight_exp
                 a_in[s] += acc << e if e >= 0 else acc >> -e
-        cur = per_call_bias(graph, pop, t, pixels).expand(steps, batch, c, h, w).numpy()
-        step = pop.scale * 2.0**pop.lif.bias_exp
-        bias = np.clip(np.round(cur / step).astype(np.int64), -4096, 4095)
-        spikes[pop.name] = _np_lif(a_in, bias, pop.lif.vth, pop.lif.bias_exp)
+        spikes[pop.name] = _np_lif(a_in, biases[pop.name], pop.lif.vth, pop.lif.bias_exp)
     return spikes
 
 
@@ -92,13 +88,13 @@ def graphs(randomized):
 
 
 @pytest.mark.parametrize("tsm", [False, True])
-def test_simulator_matches_independent_int64_reference(graphs, tsm):
+def test_simulator_matches_independent_int64_reference(graphs, host_reference, tsm):
     graph = graphs[tsm]
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     t = torch.tensor([0, 400, 999])
     counters = Counters()
     _, spikes = IntegerSimulator(graph)(x, t, counters)
-    ref = _reference(graph, x, t)
+    ref = _reference(graph, x, t, host_reference[0])
     total = 0
     for name, s in ref.items():
         assert np.array_equal(spikes[name].numpy(), s), name
