@@ -30,9 +30,10 @@ import h5py
 import numpy as np
 import torch
 
-from ..errors import ExportError
+from ..errors import ExportError, UsageError
 from ..fileio import write_atomic
-from ..sequential.quantize import QuantizedSNN
+from ..sequential.network import check_input
+from ..sequential.quantize import QuantizedSNN, is_spike_input
 
 NETX_FILE = "network.net"
 
@@ -148,6 +149,10 @@ def run_netx(qnet: QuantizedSNN, x: torch.Tensor, *, path: Path | None = None,
     :func:`sdm_neuro.simulators.sequential.run_integer`."""
     from .loihi2 import run_child
 
+    check_input(qnet.net, x)
+    if not is_spike_input(x):  # the child gets int8 spikes: anything else would be cast
+        raise UsageError("netx: the input has values other than 0 and 1; netx layers take "
+                         "binary spikes only.")
     shapes = [ql.layer.shape for ql in qnet.layers]
     with tempfile.TemporaryDirectory(prefix="sdm-neuro-netx-") as tmp:
         net_path = path or write_netx(qnet, Path(tmp) / NETX_FILE)

@@ -19,7 +19,7 @@ import nir
 import torch
 
 from ..errors import CheckpointError
-from ..fileio import sha256_file, write_json
+from ..fileio import read_text_limited, regular_file, sha256_file, write_json
 from ..sequential.nir_io import from_nir, to_nir
 from ..sequential.quantize import QuantizedSNN, from_state, to_state
 from .bundle import MANIFEST, NIR_FILE, read_manifest
@@ -27,15 +27,22 @@ from .netx import NETX_FILE, write_netx
 
 SEQ_FORMAT, SEQ_VERSION = "sdm-neuro-sequential-bundle", 1
 QUANT_FILE = "quantized.pt"
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_QUANT_BYTES = 1 << 30
 
 
 def is_sequential_bundle(path: str | Path) -> bool:
+    """Whether ``path`` holds a sequential bundle's manifest. Only a regular, small manifest is
+    read (a named pipe would block); anything else is left to the reader to report."""
     import json
 
     try:
-        return json.loads((Path(path) / MANIFEST).read_text()).get("format") == SEQ_FORMAT
-    except (OSError, ValueError):
+        text = read_text_limited(Path(path) / MANIFEST, what="a bundle manifest",
+                                 error=CheckpointError, max_bytes=MAX_MANIFEST_BYTES)
+        manifest = json.loads(text)
+    except (CheckpointError, ValueError):
         return False
+    return isinstance(manifest, dict) and manifest.get("format") == SEQ_FORMAT
 
 
 def write_sequential_bundle(qnet: QuantizedSNN, out: Path, manifest: dict[str, Any], *,
@@ -60,11 +67,20 @@ def write_sequential_bundle(qnet: QuantizedSNN, out: Path, manifest: dict[str, A
 
 
 def read_sequential_bundle(path: str | Path) -> tuple[QuantizedSNN, dict[str, Any]]:
+    """The quantized network of a bundle and its manifest, after the manifest's hash check;
+    a missing, oversized, truncated or malformed file is a :class:`CheckpointError` naming it."""
     path = Path(path)
     manifest = read_manifest(path, SEQ_FORMAT, SEQ_VERSION)
+    files = manifest.get("files")
+    for name in (NIR_FILE, QUANT_FILE):
+        if not isinstance(files, dict) or name not in files:
+            raise CheckpointError(f"{path / MANIFEST}: does not list {name}; a sequential "
+                                  f"bundle has {NIR_FILE} and {QUANT_FILE}.")
     net = from_nir(path / NIR_FILE)
+    quant = regular_file(path / QUANT_FILE, what="integer parameters (torch.save)",
+                         error=CheckpointError, max_bytes=MAX_QUANT_BYTES)
     try:
-        state = torch.load(path / QUANT_FILE, weights_only=True)
+        state = torch.load(quant, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path / QUANT_FILE}: not readable ({e}).") from None
-    return from_state(net, state, source=str(path / QUANT_FILE)), manifest
+        raise CheckpointError(f"{quant}: not readable ({type(e).__name__}: {e}).") from None
+    return from_state(net, state, source=str(quant)), manifest

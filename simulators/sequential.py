@@ -10,8 +10,12 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..sequential.quantize import BIAS_EXP, QuantizedSNN, QuantLayer
+from ..errors import UsageError
+from ..sequential.network import check_input
+from ..sequential.quantize import BIAS_EXP, QuantizedSNN, QuantLayer, is_spike_input
 from .lif import LifParams, LifState, lif_step
+
+HOST_A_IN_MAX = 1 << 24  # largest graded input per step (Lava's u is int32: a_in << 6)
 
 
 def synaptic_input(ql: QuantLayer, s: torch.Tensor) -> torch.Tensor:
@@ -36,13 +40,26 @@ def host_input(ql: QuantLayer, x: torch.Tensor) -> torch.Tensor:
         cur = x.double().reshape(x.shape[0], -1) @ syn.weight.T
     else:
         cur = F.conv2d(x.double(), syn.weight, None, syn.stride, syn.padding)
-    return torch.round(cur * ql.drive_scale * ql.vth).to(torch.int64)
+    a_in = cur * ql.drive_scale * ql.vth
+    peak = float(a_in.abs().max()) if a_in.numel() else 0.0
+    if peak >= HOST_A_IN_MAX:  # beyond it Lava's int32 u overflows (lif.py); int64 casts wrap
+        raise UsageError(f"layer {ql.layer.name!r}: the input drives it with {peak:.3g} LSBs "
+                         f"per step (vth {ql.vth}), beyond Lava's range of {HOST_A_IN_MAX:,}; "
+                         f"scale the input down or quantize on it.")
+    return torch.round(a_in).to(torch.int64)
 
 
 @torch.no_grad()
 def run_integer(qnet: QuantizedSNN, x: torch.Tensor, *, counters: dict | None = None
                 ) -> list[torch.Tensor]:
-    """``x`` [T, B, *input_shape] -> each layer's bool spikes [T, B, *shape]."""
+    """``x`` [T, B, *input_shape] -> each layer's bool spikes [T, B, *shape]. A network
+    quantized for 0/1 spikes (its first synapse on chip) refuses any other input."""
+    check_input(qnet.net, x)
+    if qnet.spike_input and not is_spike_input(x):
+        raise UsageError(f"the input has values other than 0 and 1, but layer "
+                         f"{qnet.layers[0].layer.name!r} was quantized for binary spikes (on "
+                         f"chip); quantize on such an input to run its first synapse on the "
+                         f"host.")
     steps, batch = x.shape[:2]
     s = x
     out = []

@@ -80,6 +80,23 @@ class SequentialSNN:
     source: str = ""                   # where it came from (file, tool), for reports
 
 
+def check_input(net: SequentialSNN, x: torch.Tensor, what: str = "input") -> None:
+    """``x`` must be a real [T, B, *input_shape] tensor, T, B >= 1, finite: a
+    :class:`~sdm_neuro.errors.UsageError` naming ``what`` otherwise (a NaN would run silently
+    and come out as missing spikes)."""
+    from ..errors import UsageError
+
+    want = f"[T, B, {', '.join(map(str, net.input_shape))}] with T, B >= 1"
+    if not isinstance(x, torch.Tensor) or x.dtype.is_complex:
+        raise UsageError(f"{what}: a {type(x).__name__} {getattr(x, 'dtype', '')}; expected a "
+                         f"real tensor {want}.")
+    if x.dim() != len(net.input_shape) + 2 or tuple(x.shape[2:]) != tuple(net.input_shape) \
+            or x.numel() == 0:
+        raise UsageError(f"{what}: shape {tuple(x.shape)}; the network runs {want}.")
+    if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
+        raise UsageError(f"{what}: contains NaN or inf.")
+
+
 def run_float(net: SequentialSNN, x: torch.Tensor, *, observe: dict | None = None
               ) -> list[torch.Tensor]:
     """Float64 reference: ``x`` [T, B, *input_shape] -> each layer's spikes [T, B, *shape].
@@ -87,6 +104,7 @@ def run_float(net: SequentialSNN, x: torch.Tensor, *, observe: dict | None = Non
     ``observe`` (optional) receives per layer ``(v_max, v_min, drive_max, margin)`` in threshold
     units over every step: the ranges calibrate quantization; ``margin`` (the least ``|v -
     threshold|``) bounds how close a spike decision came to flipping under rounding."""
+    check_input(net, x)
     steps, batch = x.shape[:2]
     s = x.double()
     out = []

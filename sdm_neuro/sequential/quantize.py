@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..deploy.quantize import BIAS_MANT_MAX, MARGIN, V_MAX, VTH_MAX, WEIGHT_MAX, even_round
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .network import Layer, SequentialSNN, run_float
 
 
@@ -90,21 +90,79 @@ def to_state(qnet: QuantizedSNN) -> dict:
                        for q in qnet.layers]}
 
 
+_REPORT_KEYS = ("vth", "dv", "bias_exp", "weight_exp", "on_chip_synapse", "weights_clipped",
+                "retention_float", "retention_int", "range_thresholds")
+
+
+def _int_in(row: dict, key: str, lo: int, hi: int, at: str) -> int:
+    v = row.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise CheckpointError(f"{at}: {key} is {v!r}; expected an integer in [{lo}, {hi}].")
+    return v
+
+
+def _int_tensor(row: dict, key: str, dtype: torch.dtype, shape: tuple[int, ...], lo: int,
+                hi: int, at: str) -> torch.Tensor:
+    t = row.get(key)
+    if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.dtype != dtype \
+            or tuple(t.shape) != tuple(shape):
+        got = (f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor)
+               else type(t).__name__)
+        raise CheckpointError(f"{at}: {key} is {got}; expected a {dtype} tensor of shape "
+                              f"{tuple(shape)}.")
+    if t.numel() and (int(t.min()) < lo or int(t.max()) > hi):
+        raise CheckpointError(f"{at}: {key} has values in [{int(t.min())}, {int(t.max())}]; "
+                              f"expected [{lo}, {hi}].")
+    return t
+
+
+def _layer_report(report: dict, name: str, expect: dict, at: str) -> dict:
+    """The stored report row of one layer: plain finite scalars, agreeing with the integer
+    parameters it describes (it is what reports print)."""
+    row = report.get(name) if isinstance(report, dict) else None
+    if not isinstance(row, dict) or set(_REPORT_KEYS) - set(row):
+        raise CheckpointError(f"{at}: no complete report (keys {', '.join(_REPORT_KEYS)}).")
+    for k, v in row.items():
+        if not isinstance(v, (bool, int, float)) or not math.isfinite(v):
+            raise CheckpointError(f"{at}: report {k} is {v!r}; expected a finite number.")
+    for k, v in expect.items():
+        if row[k] != v:
+            raise CheckpointError(f"{at}: report {k} is {row[k]!r}, the parameters say {v!r}.")
+    return dict(row)
+
+
 def from_state(net: SequentialSNN, state: dict, *, source: str = "state") -> QuantizedSNN:
-    """:func:`to_state`'s inverse for the float network ``net`` it was made from."""
-    rows = state["layers"]
-    if [r["name"] for r in rows] != [layer.name for layer in net.layers]:
-        raise ConfigError(f"{source}: its layers {[r['name'] for r in rows]} are not the "
-                          f"network's {[layer.name for layer in net.layers]}.")
-    layers = []
-    for r, layer in zip(rows, net.layers, strict=True):
+    """:func:`to_state`'s inverse for the float network ``net`` it was made from. Every value
+    is checked (types, shapes, Lava's ranges, the report against the parameters): a
+    :class:`CheckpointError` naming ``source``, the layer and the key otherwise."""
+    rows = state.get("layers") if isinstance(state, dict) else None
+    spike_input = state.get("spike_input") if isinstance(state, dict) else None
+    report = state.get("report") if isinstance(state, dict) else None
+    if not isinstance(rows, list) or not isinstance(spike_input, bool) \
+            or not isinstance(report, dict) or not isinstance(report.get("layers"), dict):
+        raise CheckpointError(f"{source}: not the integer parameters of a sequential network "
+                              f"(expected keys layers [list], spike_input [bool], report "
+                              f"[with layers]).")
+    names = [r.get("name") if isinstance(r, dict) else None for r in rows]
+    if names != [layer.name for layer in net.layers]:
+        raise CheckpointError(f"{source}: its layers {names} are not the network's "
+                              f"{[layer.name for layer in net.layers]}.")
+    layers, out_report = [], {}
+    for i, (r, layer) in enumerate(zip(rows, net.layers, strict=True)):
+        at = f"{source}: layer {layer.name!r}"
         w, _, scale = fold(layer)
-        if tuple(r["weight_int"].shape) != tuple(w.shape):
-            raise ConfigError(f"{source}: layer {layer.name!r}: weights of shape "
-                              f"{tuple(r['weight_int'].shape)}, the network's {tuple(w.shape)}.")
-        layers.append(QuantLayer(layer, w, r["weight_int"], r["bias_mant"], int(r["vth"]),
-                                 int(r["dv"]), scale))
-    return QuantizedSNN(net, tuple(layers), bool(state["spike_input"]), state["report"])
+        w_int = _int_tensor(r, "weight_int", torch.int16, tuple(w.shape), -256, WEIGHT_MAX, at)
+        if bool((w_int % 2 != 0).any()):  # Lava's 8-bit weights are even (netx, truncation)
+            raise CheckpointError(f"{at}: weight_int has odd values; expected even integers.")
+        bias = _int_tensor(r, "bias_mant", torch.int64, layer.shape, -BIAS_MANT_MAX - 1,
+                           BIAS_MANT_MAX, at)
+        vth, dv = _int_in(r, "vth", 1, VTH_MAX, at), _int_in(r, "dv", 0, 4095, at)
+        out_report[layer.name] = _layer_report(report["layers"], layer.name, {
+            "vth": vth, "dv": dv, "bias_exp": BIAS_EXP, "weight_exp": 0,
+            "on_chip_synapse": i > 0 or spike_input}, at)
+        layers.append(QuantLayer(layer, w, w_int, bias, vth, dv, scale))
+    return QuantizedSNN(net, tuple(layers), spike_input,
+                        {"layers": out_report, "spike_input": spike_input})
 
 
 def quantize_sequential(net: SequentialSNN, calibration: torch.Tensor) -> QuantizedSNN:
@@ -120,6 +178,10 @@ def quantize_sequential(net: SequentialSNN, calibration: torch.Tensor) -> Quanti
             raise ConfigError(f"layer {layer.name!r}: the membrane retention (tau) differs "
                               f"between neurons; Lava's LIF has one dv per process.")
         dv = round(4096 * (1 - float(a.reshape(-1)[0])))
+        if not 0 <= dv <= 4095:
+            raise ConfigError(f"layer {layer.name!r}: retention {float(a.reshape(-1)[0]):.6g} "
+                              f"per step gives dv = {dv}; Lava's dv is in [0, 4095], so "
+                              f"tau must be at least dt * 4096 / 4095.5.")
         w, bias, scale = fold(layer)
         v_max, v_min, drive, _ = observed[layer.name]
         rng = max(1.0 + drive, v_max, -v_min) * MARGIN

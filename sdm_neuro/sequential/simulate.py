@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import UsageError
+from ..fileio import regular_file
 from ..simulators.sequential import run_integer
 from .network import SequentialSNN, run_float
 from .quantize import QuantizedSNN, quantize_sequential
@@ -23,20 +24,84 @@ class SequentialRun:
     report: dict
 
 
-def load_input(path: Path, input_shape: tuple[int, ...], steps: int) -> torch.Tensor:
-    """``.npy`` of [B, *input_shape] (held for ``steps`` steps) or [T, B, *input_shape]."""
+MAX_INPUT_BYTES = 1 << 30          # an input .npy file
+MAX_RUN_ELEMENTS = 1 << 26         # time steps x batch x (input + every layer's neurons)
+
+
+def _count(dims) -> int:
+    return int(np.prod([int(d) for d in dims], dtype=object))
+
+
+def check_run_size(net: SequentialSNN, steps: int, batch: int, what: str) -> None:
+    """Refuse, before anything is allocated, a run whose spike tensors (input and every layer,
+    ``steps`` x ``batch`` each) would exceed :data:`MAX_RUN_ELEMENTS`."""
+    per_step = _count(net.input_shape) + sum(_count(layer.shape) for layer in net.layers)
+    if steps * batch * per_step > MAX_RUN_ELEMENTS:
+        raise UsageError(f"{what}: {steps} time steps x {batch} samples x {per_step:,} values "
+                         f"(input and neurons) per step is {steps * batch * per_step:,}, more "
+                         f"than the {MAX_RUN_ELEMENTS:,} a run may hold; use fewer steps or "
+                         f"samples.")
+
+
+def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy header, the file positioned at its data."""
+    fmt = np.lib.format
     try:
-        x = torch.from_numpy(np.load(path, allow_pickle=False)).double()
-    except (OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"{path}: not a readable .npy array ({type(e).__name__}: {e}).") \
-            from None
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise UsageError(f"{path}: .npy format version {version[0]}.{version[1]} is not "
+                             f"supported (1.0 or 2.0).")
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise UsageError(f"{path}: not a .npy array ({type(e).__name__}: {e}).") from None
+    return tuple(shape), dtype
+
+
+def load_input(path: Path, input_shape: tuple[int, ...], steps: int, *,
+               net: SequentialSNN | None = None) -> torch.Tensor:
+    """``.npy`` of [B, *input_shape] (held for ``steps`` steps) or [T, B, *input_shape] of
+    numbers (bool, integer or float; finite). The header is checked against the file's size,
+    the element type and the network's input before the data is read; with ``net`` the whole
+    run's size too (:func:`check_run_size`). Anything else is a :class:`UsageError` naming the
+    file and what was expected."""
+    path = regular_file(path, what="an input .npy array", error=UsageError,
+                        max_bytes=MAX_INPUT_BYTES)
     n = len(input_shape)
-    if tuple(x.shape[-n:]) != tuple(input_shape) or x.dim() not in (n + 1, n + 2):
-        raise DatasetError(f"{path}: shape {tuple(x.shape)}; the network's input is "
-                           f"{tuple(input_shape)}, so give [B, *input] or [T, B, *input].")
-    if not torch.isfinite(x).all():
-        raise DatasetError(f"{path}: contains NaN or inf.")
-    return x.unsqueeze(0).expand(steps, *x.shape).clone() if x.dim() == n + 1 else x
+    want = f"[B, {', '.join(map(str, input_shape))}] or [T, B, {', '.join(map(str, input_shape))}]"
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f, path)
+        if dtype.kind not in "biuf" or dtype.fields is not None or dtype.shape != ():
+            raise UsageError(f"{path}: elements of type {dtype}; the input must be numbers "
+                             f"(bool, integer or float), not strings, objects or records.")
+        if len(shape) not in (n + 1, n + 2) or tuple(shape[-n:]) != tuple(input_shape):
+            raise UsageError(f"{path}: shape {shape}; the network's input is "
+                             f"{tuple(input_shape)}, so give {want}.")
+        if min(shape) < 1:
+            raise UsageError(f"{path}: shape {shape} has a zero-length axis; expected {want} "
+                             f"with every size >= 1.")
+        held = len(shape) == n + 1
+        if net is not None:
+            check_run_size(net, steps if held else shape[0], shape[0 if held else 1], str(path))
+        data = _count(shape) * dtype.itemsize
+        size = path.stat().st_size - f.tell()
+        if size != data:
+            raise UsageError(f"{path}: its header declares {shape} {dtype} ({data:,} bytes of "
+                             f"data), the file holds {size:,}; truncated or not a .npy file.")
+        f.seek(0)
+        try:
+            arr = np.lib.format.read_array(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise UsageError(f"{path}: unreadable .npy data ({type(e).__name__}: {e}).") \
+                from None
+    x = torch.from_numpy(arr.astype(np.float64))
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        raise UsageError(f"{path}: {int(bad.sum())} values are NaN or inf (first at index "
+                         f"{bad.nonzero()[0].tolist()}); the input must be finite.")
+    return x.unsqueeze(0).expand(steps, *x.shape).clone() if held else x
 
 
 def random_spikes(input_shape: tuple[int, ...], steps: int, batch: int, rate: float,
@@ -46,15 +111,29 @@ def random_spikes(input_shape: tuple[int, ...], steps: int, batch: int, rate: fl
             < rate).double()
 
 
+def _count_option(value, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UsageError(f"{option} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
 def network_input(net: SequentialSNN, path: Path | None, *, steps: int, batch: int,
                   rate: float, seed: int) -> tuple[torch.Tensor, dict]:
     """The input to run and calibrate on: the user's ``.npy``, else random 0/1 spikes; and a
-    description of it for reports."""
+    description of it for reports. Options out of range are a :class:`UsageError` naming the
+    option."""
+    steps = _count_option(steps, "--time-steps")
     if path is not None:
-        x = load_input(path, net.input_shape, steps)
+        x = load_input(path, net.input_shape, steps, net=net)
         return x, {"file": str(path), "shape": list(x.shape)}
-    if not 0 < rate <= 1:
-        raise DatasetError(f"--rate must be in (0, 1], got {rate}.")
+    batch = _count_option(batch, "--num")
+    ok = isinstance(rate, (int, float, np.integer, np.floating)) and not isinstance(rate, bool)
+    if not ok or not 0 < rate <= 1:
+        raise UsageError(f"--rate must be a spike probability in (0, 1], got {rate!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be an integer in [0, 2**63), got {seed!r}.")
+    check_run_size(net, steps, batch, "--time-steps x --num")
     return (random_spikes(net.input_shape, steps, batch, rate, seed),
             {"random_spikes": {"rate": rate, "seed": seed, "steps": steps, "batch": batch}})
 
