@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 import time
 import traceback
@@ -18,6 +20,123 @@ from typing import Any
 from . import __version__
 from .errors import ExportError, SdmNeuroError, UsageError
 from .fileio import sha256_file
+
+# ---------------------------------------------------------------------------------------------
+# option types: a bad value stops at parse time (exit 2, argparse names the option), before any
+# file is read or any work starts
+# ---------------------------------------------------------------------------------------------
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, sizes, steps: 0 is never "the default")."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {value})")
+    return value
+
+
+SEED_MAX = 2**32 - 1  # numpy's RandomState (KID subsets) takes seeds in [0, 2**32 - 1]
+
+
+def seed_int(text: str) -> int:
+    """A seed every generator of the pipeline accepts (torch, numpy's RandomState and
+    SeedSequence)."""
+    value = _number(text, int)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {SEED_MAX}] (got {value})")
+    return value
+
+
+def positive_finite_float(text: str) -> float:
+    """A finite number > 0 (thresholds, time steps)."""
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (got {text})")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _number(text, float)
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] (got {text})")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# output locations: checked before the work, not only when the results are written
+# ---------------------------------------------------------------------------------------------
+
+# What each command writes, by option: "bundle" is a directory written whole (atomic_dir:
+# --force replaces a non-empty one), "dir" a directory written into, "file" one file.
+OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sample": (("out", "dir"),),
+    "evaluate": (("out", "bundle"),),
+    "simulate": (("out", "bundle"),),
+    "energy-report": (("out", "bundle"),),
+    "export": (("out", "bundle"),),
+    "train": (("out", "file"), ("release", "file")),
+    "train-classifier": (("out", "file"),),
+}
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse every output location of ``args.command`` that the write at the end would
+    refuse, or fail on, before any work starts."""
+    for attr, kind in OUTPUTS.get(args.command, ()):
+        path = getattr(args, attr, None)
+        if path is not None:
+            _check_output(path, f"--{attr}", kind, force=getattr(args, "force", None))
+
+
+def _check_output(path: Path, option: str, kind: str, *, force: bool | None) -> None:
+    if path.is_symlink() and kind == "bundle":
+        # the finished directory is renamed into place: that would replace the link itself
+        raise UsageError(f"{option} {path}: is a symbolic link; the output directory is "
+                         "replaced as a whole, so give the directory's own path.")
+    if path.is_symlink() and not path.exists() and kind == "dir":
+        raise UsageError(f"{option} {path}: is a broken symbolic link.")
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise UsageError(f"{option} {path}: is a directory; expected a file to write.")
+        if kind != "file" and not path.is_dir():
+            raise UsageError(f"{option} {path}: exists and is not a directory.")
+        if kind == "bundle" and not force and _non_empty(path, option):
+            raise UsageError(f"{option} {path}: output directory exists and is not empty; "
+                             "pass --force to replace it.")
+    # Where new entries are created: the folder itself ("dir"), else beside it (a temporary
+    # file or directory renamed onto it); missing folders are created from the nearest one there.
+    base = path if kind == "dir" else path.parent
+    while not os.path.lexists(base) and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UsageError(f"{option} {path}: {base} is not a directory, so nothing can be "
+                         "written there.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: {base} is not writable (permission denied or a "
+                         "read-only file system).")
+
+
+def _non_empty(path: Path, option: str) -> bool:
+    try:
+        return any(path.iterdir())
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot be listed ({e.strerror or e}).") from None
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
 
 # ---------------------------------------------------------------------------------------------
 # shared options
@@ -41,10 +160,12 @@ def _add_sampling_args(p: argparse.ArgumentParser, *, num: int) -> None:
     from .diffusion import SAMPLERS
 
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=1000, help="denoising steps (default 1000)")
-    p.add_argument("--num", type=int, default=num, help=f"number of samples (default {num})")
-    p.add_argument("--batch", type=int, default=num, help=f"batch size (default {num})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=1000,
+                   help="denoising steps (default 1000)")
+    p.add_argument("--num", type=positive_int, default=num,
+                   help=f"number of samples (default {num})")
+    p.add_argument("--batch", type=positive_int, default=num, help=f"batch size (default {num})")
+    p.add_argument("--seed", type=seed_int, default=0)
 
 
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -60,14 +181,16 @@ def _float_denoiser(args: argparse.Namespace, model):
     return on_device(model, resolve_device(args.device))
 
 
-THRESHOLD_HELP = "threshold guidance: every firing threshold times X"
+THRESHOLD_HELP = ("threshold guidance: set every firing threshold to X (the thresholds are "
+                  "replaced, not multiplied: for a model with threshold 1, as trained here, "
+                  "this is the same as scaling them by X)")
 
 
 def _add_deploy_args(p: argparse.ArgumentParser) -> None:
     """Options of the commands that quantize a model (calibrated on its training images)."""
     from .data import DATASETS
 
-    p.add_argument("--threshold-scale", type=float, default=None, metavar="X",
+    p.add_argument("--threshold-scale", type=positive_finite_float, default=None, metavar="X",
                    help=THRESHOLD_HELP)
     p.add_argument("--dataset", choices=DATASETS, default=None,
                    help="the training set (default: the checkpoint's)")
@@ -83,22 +206,31 @@ def _add_sequential_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input", type=Path, default=None, metavar="X.npy",
                    help="input [B, *shape] (held every step) or [T, B, *shape]; 0/1 values are "
                         "spikes, others a current (default: random spikes)")
-    g.add_argument("--time-steps", type=int, default=32, help="time steps (default 32)")
-    g.add_argument("--rate", type=float, default=0.2,
-                   help="spike probability of the random input (default 0.2)")
-    g.add_argument("--dt", type=float, default=None,
+    g.add_argument("--time-steps", type=positive_int, default=32, help="time steps (default 32)")
+    g.add_argument("--rate", type=probability, default=0.2,
+                   help="spike probability of the random input, in [0, 1] (default 0.2)")
+    g.add_argument("--dt", type=positive_finite_float, default=None,
                    help="time step the LIF constants assume (default: from the file)")
 
 
 def _apply_threshold_scale(args: argparse.Namespace, model) -> None:
-    if args.threshold_scale is not None:
-        if not args.threshold_scale > 0:
-            raise UsageError(f"--threshold-scale must be > 0 (got {args.threshold_scale}).")
+    if args.threshold_scale is not None:  # a finite value > 0 (positive_finite_float)
         model.set_threshold(args.threshold_scale)
 
 
+def _threshold_scale(args: argparse.Namespace) -> float:
+    return 1.0 if args.threshold_scale is None else args.threshold_scale
+
+
+def _check_steps(sampler: str, steps: int, diffusion_steps: int) -> None:
+    """--steps against the model's diffusion steps, before any sampling or quantization."""
+    from .diffusion.samplers import model_call_steps
+
+    model_call_steps(sampler, diffusion_steps, steps)
+
+
 def _add_output_args(p: argparse.ArgumentParser, out: str, *, force: bool = True) -> None:
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path(out), help="output directory")
     if force:
         p.add_argument("--force", action="store_true",
@@ -183,9 +315,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold(args: argparse.Namespace) -> float:
+    return 1.0 if args.threshold is None else args.threshold
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from .diffusion import LinearSchedule, generate
     from .fileio import write_json, write_npy
@@ -194,9 +329,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, ckpt = _load(args)
     if args.threshold is not None:
         model.set_threshold(args.threshold)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     cfg = ckpt.config
+    _check_steps(args.sampler, args.steps, cfg.diffusion_steps)
     out: Path = args.out
     t0 = time.perf_counter()
     x = generate(_float_denoiser(args, model), LinearSchedule(num_steps=cfg.diffusion_steps),
@@ -210,7 +345,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     write_json(out / "sample.json", {
         "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt.path), "weights": ckpt.weights,
         "config": cfg.to_dict(), "sampler": args.sampler, "steps": args.steps, "num": args.num,
-        "batch": args.batch, "seed": args.seed, "threshold": args.threshold or 1.0,
+        "batch": args.batch, "seed": args.seed, "threshold": _threshold(args),
         "seconds": round(elapsed, 3), "notes": list(ckpt.notes),
         "files": {"grid": "samples.png", "samples": "samples.npy ([N,C,H,W] float32 in [-1,1])"},
     })
@@ -221,7 +356,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from .diffusion import LinearSchedule, generate
     from .evaluation.evaluate import (
@@ -235,12 +369,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import atomic_dir, write_json, write_npy
     from .images import save_grid
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     t0 = time.perf_counter()
     with atomic_dir(args.out, force=args.force) as tmp:
         if args.samples is not None:
-            samples = _read_samples(args.samples)
+            from .evaluation.evaluate import read_samples
+
+            samples = read_samples(args.samples)
             source: dict[str, Any] = {"samples": str(args.samples)}
             dataset = args.dataset or "digits"
         else:
@@ -248,6 +383,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.threshold is not None:
                 model.set_threshold(args.threshold)
             cfg = ckpt.config
+            _check_steps(args.sampler, args.steps, cfg.diffusion_steps)
             dataset = args.dataset or ckpt.meta.get("dataset")
             if dataset is None:
                 raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was "
@@ -259,7 +395,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                progress=not args.quiet)
             source = {"checkpoint": str(ckpt.path), "weights": ckpt.weights,
                       "config": cfg.to_dict(), "sampler": args.sampler, "steps": args.steps,
-                      "num": args.num, "seed": args.seed, "threshold": args.threshold or 1.0,
+                      "num": args.num, "seed": args.seed, "threshold": _threshold(args),
                       "notes": list(ckpt.notes)}
             arr = samples.numpy().astype(np.float32)
             write_npy(tmp / "samples.npy", arr)
@@ -286,13 +422,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deploy(args: argparse.Namespace):
+def _deploy(args: argparse.Namespace, sampling: tuple[str, int] | None = None):
     """The checkpoint (with ``--threshold-scale``), its dataset's training images and the
-    quantized deployment graph calibrated on them."""
+    quantized deployment graph calibrated on them. ``sampling``: (sampler, steps) to check
+    against the model before the calibration."""
     from .data import load_dataset
     from .deploy.pipeline import build_integer_graph, calibration_inputs
 
     model, ckpt = _load(args)
+    if sampling is not None:
+        _check_steps(*sampling, ckpt.config.diffusion_steps)
     _apply_threshold_scale(args, model)
     dataset = args.dataset or ckpt.meta.get("dataset")
     if dataset is None:
@@ -373,7 +512,7 @@ def _simulate_sequential(args: argparse.Namespace) -> int:
     src = args.checkpoint if qnet is None else args.bundle / "network.nir"
     report = {"tool": f"sdm-neuro {__version__}", "nir": str(src),
               "bundle": None if qnet is None else str(args.bundle),
-              "sha256": sha256_file(src), "input": desc, **run.report}
+              "sha256": sha256_file(src), **run.report, "input_data": desc}
     with atomic_dir(args.out, force=args.force) as tmp:
         save_run(run, tmp)
         write_json(tmp / "simulate.json", report)
@@ -389,23 +528,21 @@ def _simulate_sequential(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import torch
-
     from .deploy.pipeline import IntegerDenoiser, psnr
     from .diffusion import LinearSchedule, generate
-    from .evaluation.evaluate import evaluate_images, get_classifier
+    from .evaluation.evaluate import evaluate_images, fmt_metric, get_classifier
     from .fileio import atomic_dir, write_json, write_npy
     from .images import save_grid
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     if _is_nir(args) or _is_sequential_bundle(args):
         return _simulate_sequential(args)
     t0 = time.perf_counter()
     if args.bundle is not None:
         model, ckpt_path, dataset, graph = _from_bundle(args)
+        _check_steps(args.sampler, args.steps, graph.config.diffusion_steps)
     else:
-        model, ckpt, dataset, _, graph = _deploy(args)
+        model, ckpt, dataset, _, graph = _deploy(args, (args.sampler, args.steps))
         ckpt_path = ckpt.path
     cfg = graph.config
     t_build = time.perf_counter() - t0
@@ -450,7 +587,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt_path),
         "bundle": None if args.bundle is None else str(args.bundle), "mode": args.mode,
         "sampler": args.sampler, "steps": args.steps, "num": args.num, "batch": args.batch,
-        "seed": args.seed, "threshold_scale": args.threshold_scale or 1.0,
+        "seed": args.seed, "threshold_scale": _threshold_scale(args),
         "seconds": {"build": round(t_build, 2), "integer_sampling": round(t_int, 2),
                     "float_sampling": round(t_float, 2)},
         "graph": {"populations": len(graph.populations), "projections": len(graph.projections)},
@@ -484,12 +621,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     qi = quality["integer"]["rows"]["samples"]
     if x_float is None:
         print(f"integer (no float model to compare with): confident {qi['confident']:.3f}; "
-              f"FID ({dataset} classifier features) {qi['fid']:.2f}")
+              f"FID ({dataset} classifier features) {fmt_metric(qi['fid'], '.2f')}")
     else:
         qf = quality["float"]["rows"]["samples"]
         print(f"integer vs float: final-image PSNR {report['comparison']['final_psnr_db']:.2f} "
               f"dB; confident {qi['confident']:.3f} vs {qf['confident']:.3f}; "
-              f"FID ({dataset} classifier features) {qi['fid']:.2f} vs {qf['fid']:.2f}")
+              f"FID ({dataset} classifier features) {fmt_metric(qi['fid'], '.2f')} vs "
+              f"{fmt_metric(qf['fid'], '.2f')}")
     print(f"per call: {report['counters_per_call']['synops_total']:.3g} synaptic ops, "
           f"{report['counters_per_call']['spikes_total']:.3g} spikes; sampling took "
           f"{t_int:.1f} s (integer) and {t_float:.1f} s (float)")
@@ -499,25 +637,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_energy_report(args: argparse.Namespace) -> int:
-    import torch
-
     from .energy.activity import activity_from_simulate
     from .energy.report import energy_report, print_report, save_charts
     from .fileio import atomic_dir, write_json
     from .hardware_profiles.profile import get_profile, shipped_profiles
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     if _is_nir(args):
         raise UsageError(f"{args.checkpoint}: energy-report covers U-Net denoisers; for a NIR "
                          "graph, `sdm-neuro export` reports cores, chips and constraints and "
                          "`sdm-neuro simulate` its spike counts.")
     profiles = [get_profile(p) for p in (args.profile or shipped_profiles())]
     activity = activity_from_simulate(args.stats) if args.stats is not None else None
+    chain = activity.chain if activity is not None else None
+    sampler = args.sampler or (chain[0] if chain else "ddpm")
+    steps = args.steps if args.steps is not None else (chain[1] if chain else 1000)
     if args.bundle is not None:
         from .data import load_dataset
 
         model, ckpt_path, dataset, graph = _from_bundle(args)
+        _check_steps(sampler, steps, graph.config.diffusion_steps)
         if model is None:
             raise UsageError(f"{args.bundle}: the report counts the float model's layer ops "
                              f"(papers' convention, ANN baseline), and the bundle's checkpoint "
@@ -526,11 +665,8 @@ def cmd_energy_report(args: argparse.Namespace) -> int:
         train = load_dataset(dataset, split="train", data_dir=args.data_dir,
                              img_size=graph.config.img_size)
     else:
-        model, ckpt, _, train, graph = _deploy(args)
+        model, ckpt, _, train, graph = _deploy(args, (sampler, steps))
         ckpt_path = ckpt.path
-    chain = activity.chain if activity is not None else None
-    sampler = args.sampler or (chain[0] if chain else "ddpm")
-    steps = args.steps or (chain[1] if chain else 1000)
     report = energy_report(model, graph, train.images, profiles, sampler=sampler,
                            steps=steps, calls=args.calls, batch=args.batch, seed=args.seed,
                            activity=activity, checkpoint=str(ckpt_path),
@@ -548,10 +684,7 @@ def cmd_energy_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     if _is_nir(args):
         return _export_sequential(args)
     if args.target == "onnx":
@@ -606,7 +739,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
             "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
             "onnx": onnx.__version__, "checkpoint": str(ckpt.path),
             "checkpoint_sha256": sha256_file(ckpt.path), "model_config": ckpt.config.to_dict(),
-            "threshold_scale": args.threshold_scale or 1.0,
+            "threshold_scale": _threshold_scale(args),
             "files": {"denoiser.onnx": {
                 "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
                 "what": "float denoiser, one call: inputs x_t [B, C, H, W] float32 and t [B] "
@@ -640,7 +773,7 @@ def _export_bundle(args: argparse.Namespace) -> int:
         "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "kind": ckpt.kind,
                        "weights": ckpt.weights},
         "dataset": dataset, "model_config": graph.config.to_dict(),
-        "quantization": {"threshold_scale": args.threshold_scale or 1.0,
+        "quantization": {"threshold_scale": _threshold_scale(args),
                          "calibration": {"dataset": dataset, "seed": args.seed, **CALIBRATION,
                                          "what": "training images noised at uniformly random t"},
                          "populations": graph.meta.get("quantization", {})},
@@ -716,28 +849,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_samples(path: Path):
-    import numpy as np
-    import torch
-
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not a .npy array of images ({e}).") from None
-    if arr.ndim != 4 or not np.issubdtype(arr.dtype, np.floating):
-        raise UsageError(f"{path}: expected float images [N, C, H, W] in [-1, 1], got "
-                         f"{arr.dtype} {list(arr.shape)}.")
-    return torch.from_numpy(arr.astype(np.float32))
-
-
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    import torch
-
     from .evaluation.classifier import save_classifier
     from .evaluation.evaluate import fit_classifier
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     clf = fit_classifier(args.dataset, img_size=args.img_size, data_dir=args.data_dir,
                          seed=args.seed, progress=not args.quiet)
     save_classifier(args.out, clf)
@@ -754,13 +870,10 @@ _MODEL_FIELDS = ("ch", "ch_mult", "num_res_blocks", "snn_steps", "img_size", "ts
 def cmd_train(args: argparse.Namespace) -> int:
     import shlex
 
-    import torch
-
     from .checkpoint import read_checkpoint
     from .training import TrainConfig, default_model_config, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     given = {k: getattr(args, k) for k in _TRAIN_FIELDS + _MODEL_FIELDS
              if getattr(args, k) is not None}
     if args.resume is not None:
@@ -775,7 +888,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise UsageError(f"--resume {args.resume}: --{k.replace('_', '-')} {v} differs "
                                  f"from the run being resumed ({have}); a resumed run keeps its "
                                  "recipe (only --steps, --out, --device, --save-every may change).")
-        config = dataclasses.replace(stored, steps=args.steps or stored.steps)
+        config = dataclasses.replace(
+            stored, steps=stored.steps if args.steps is None else args.steps)
     else:
         init = read_checkpoint(args.init) if args.init is not None else None
         dataset = args.dataset or (init.meta.get("dataset") if init else None) or "digits"
@@ -787,10 +901,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         tc.setdefault("hflip", dataset == "cifar10")
         if "data_dir" in tc:
             tc["data_dir"] = str(tc["data_dir"])
-        config = TrainConfig(**tc, **({"steps": args.steps} if args.steps else {}))
+        config = TrainConfig(**tc, **({} if args.steps is None else {"steps": args.steps}))
     out = args.out or (args.resume if args.resume is not None else None)
     if out is None:
         raise UsageError("train: --out CKPT is required (or --resume CKPT to continue a run).")
+    if args.out is None:  # the resumed checkpoint is rewritten in place
+        _check_output(out, "--resume", "file", force=None)
     res = train(model_config, config, out=out, save_every=args.save_every, device=args.device,
                 resume=args.resume, init=args.init, release=args.release,
                 progress=not args.quiet, command=shlex.join(["sdm-neuro", *sys.argv[1:]]))
@@ -829,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_args(p)
     _add_sampling_args(p, num=16)
     _add_device_arg(p)
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=positive_finite_float, default=None,
                    help="threshold guidance: set every IF threshold to this value (e.g. 0.998)")
     _add_output_args(p, "out/sample", force=False)
     p.set_defaults(func=cmd_sample)
@@ -846,7 +962,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_args(p)
     _add_sampling_args(p, num=250)
     _add_device_arg(p)
-    p.add_argument("--threshold", type=float, default=None, help="threshold guidance value")
+    p.add_argument("--threshold", type=positive_finite_float, default=None,
+                   help="threshold guidance: set every IF threshold to this value")
     p.add_argument("--samples", type=Path, default=None,
                    help="score these images (.npy [N,C,H,W] in [-1,1]) instead of sampling")
     p.add_argument("--dataset", choices=DATASETS, default=None,
@@ -858,8 +975,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", type=Path, default=None,
                    help="local pytorch-fid InceptionV3 weights (pt_inception-2015-12-05-*.pth) "
                         "to add Inception FID; never downloaded")
-    p.add_argument("--kid-subsets", type=int, default=100)
-    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--kid-subsets", type=positive_int, default=100)
+    p.add_argument("--kid-subset-size", type=positive_int, default=1000)
     _add_output_args(p, "out/evaluate")
     p.set_defaults(func=cmd_evaluate)
 
@@ -876,7 +993,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", type=Path, default=None, metavar="DIR",
                    help="simulate the network of an export bundle (loihi2 / nir target)")
     p.add_argument("--mode", choices=("ideal", "hardware"), default="ideal")
-    p.add_argument("--compare-every", type=int, default=10,
+    p.add_argument("--compare-every", type=positive_int, default=10,
                    help="compare eps and spikes with the float model every N calls")
     _add_sequential_args(p)
     _add_deploy_args(p)
@@ -904,13 +1021,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the activity of a sdm-neuro simulate run instead of measuring")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
                    help="default: ddpm, or the --stats run's")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="sampler steps, i.e. denoising calls per image (default: 1000, or the "
                         "--stats run's)")
-    p.add_argument("--calls", type=int, default=8,
+    p.add_argument("--calls", type=positive_int, default=8,
                    help="denoising calls to measure, spread over the trajectory (default 8)")
-    p.add_argument("--batch", type=int, default=16, help="images per measured call")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=positive_int, default=16, help="images per measured call")
+    p.add_argument("--seed", type=seed_int, default=0)
     _add_deploy_args(p)
     _add_output_args(p, "out/energy")
     p.set_defaults(func=cmd_energy_report)
@@ -934,10 +1051,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-violations", action="store_true",
                    help="write the bundle even if the network breaks a limit of the profile")
     _add_deploy_args(p)
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed_int, default=0,
                    help="seed of the calibration batch (and of the ONNX check's inputs)")
     _add_sequential_args(p)
-    p.add_argument("--num", type=int, default=16,
+    p.add_argument("--num", type=positive_int, default=16,
                    help="NIR graphs: calibration samples of random spikes (default 16)")
     _add_output_args(p, "out/export")
     p.set_defaults(func=cmd_export)
@@ -951,9 +1068,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the feature/recognisability classifier used by evaluate")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--img-size", type=int, default=16, metavar="PX")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--img-size", type=positive_int, default=16, metavar="PX")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_classifier)
@@ -971,18 +1088,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="checkpoint to write (.pt, resumable)")
     p.add_argument("--release", type=Path, default=None,
                    help="also write the final EMA weights alone (small, inference-only) here")
-    p.add_argument("--steps", type=int, default=None, help="total optimizer steps (default 500000)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="total optimizer steps (default 500000)")
     p.add_argument("--batch", dest="batch_size", type=int, default=None, help="default 32")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4)")
     p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 5000)")
     p.add_argument("--grad-clip", type=float, default=None, help="default 1.0")
     p.add_argument("--ema-decay", type=float, default=None, help="default 0.9999")
-    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--seed", type=seed_int, default=None, help="default 0")
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default: on for cifar10 only)")
-    p.add_argument("--save-every", type=int, default=1000, help="checkpoint period in steps")
+    p.add_argument("--save-every", type=positive_int, default=1000,
+                   help="checkpoint period in steps")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--resume", type=Path, default=None, help="continue this run exactly")
     p.add_argument("--init", type=Path, default=None,
                    help="start from these weights (e.g. a non-TSM checkpoint with --tsm, as SDM)")
@@ -1001,8 +1120,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad option (argparse printed the usage and why): exit code 2
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
+    try:
+        check_outputs(args)
         return int(args.func(args) or 0)
     except SdmNeuroError as e:
         if args.debug:

@@ -32,9 +32,13 @@ def test_sample_writes_grid_array_and_json(tmp_path, capsys):
 def test_usage_errors_exit_nonzero(tmp_path, capsys):
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "m.pt", TINY, SpikingUNet(TINY).state_dict())
+    # 0 is refused by the option itself; above the model's diffusion steps, once it is loaded
     assert cli(["sample", str(ckpt), "--steps", "0", "--out", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "--steps must be in [1, 1000]" in capsys.readouterr().err
-    assert not (tmp_path / "o" / "samples.npy").exists()
+    assert "argument --steps: must be an integer >= 1 (got 0)" in capsys.readouterr().err
+    assert cli(["sample", str(ckpt), "--steps", "1001", "--out", str(tmp_path / "o"),
+                "--quiet"]) == 2
+    assert "--steps must be in [1, 1000] (got 1001)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_python_dash_m_and_version():
