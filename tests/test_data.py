@@ -348,6 +348,11 @@ def _cifar_case(root: Path, case: str) -> tuple[str, str]:
     if case == "truncated":
         (root / "test_batch").write_bytes((root / "test_batch").read_bytes()[:500])
         return "test_batch", r"not a readable CIFAR-10 pickle"
+    if case == "empty":
+        # protocol 4: protocol 2 rebuilds empty bytes with builtins.bytes, which is refused
+        (root / "test_batch").write_bytes(pickle.dumps(
+            {**good, b"data": good[b"data"][:0], b"labels": []}, protocol=4))
+        return "test_batch", r"'data' holds 0 images"
     if case == "meta":
         write_pickle(root / "batches.meta", {b"label_names": META_NAMES[:3]})
         return "batches.meta", r"'label_names', a list of 10 strings"
@@ -359,7 +364,7 @@ def _cifar_case(root: Path, case: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("case", ["shape", "dtype", "label", "count", "not-dict", "no-key",
-                                  "truncated", "meta", "missing"])
+                                  "truncated", "empty", "meta", "missing"])
 def test_malformed_cifar_raises_dataset_error_naming_the_file(tmp_path, case):
     write_cifar(tmp_path)
     name, pattern = _cifar_case(tmp_path, case)
@@ -410,3 +415,142 @@ def test_image_dataset_is_frozen_and_checked():
     with pytest.raises(ValueError, match="labels must be int64"):
         ImageDataset("digits", "train", torch.zeros(2, 1, 4, 4), torch.zeros(3, dtype=torch.long),
                      (), "test")
+
+
+# --- files that are not regular files, declared sizes beyond the dataset's, gzip bombs ---------
+
+def test_pipes_and_devices_among_idx_files_are_refused_by_name(tmp_path):
+    write_mnist(tmp_path)
+    img = tmp_path / "train-images-idx3-ubyte"
+    img.unlink()
+    os.mkfifo(img)  # reading it would block forever: refused before it is opened
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(img))}: is a named pipe, not an "
+                                           r"IDX file"):
+        load_dataset("mnist", data_dir=tmp_path)
+    img.unlink()
+    write(img, idx_bytes(TRAIN_IMAGES))
+    lbl = tmp_path / "train-labels-idx1-ubyte"
+    lbl.unlink()
+    (tmp_path / "train-labels-idx1-ubyte.gz").symlink_to("/dev/zero")  # would never end
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte\.gz: is a device, not an "
+                                           r"IDX file"):
+        load_dataset("mnist", data_dir=tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    lbl.mkdir()
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte: is a directory"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_pipes_and_devices_among_cifar_files_are_refused_by_name(tmp_path):
+    write_cifar(tmp_path)
+    (tmp_path / "test_batch").unlink()
+    os.mkfifo(tmp_path / "test_batch")
+    with pytest.raises(DatasetError, match=r"test_batch: is a named pipe, not a CIFAR-10 "
+                                           r"test_batch file"):
+        load_dataset("cifar10", split="test", data_dir=tmp_path)
+    empty = tmp_path / "tarball-only"
+    empty.mkdir()
+    (empty / "cifar-10-python.tar.gz").symlink_to("/dev/zero")
+    with pytest.raises(DatasetError, match=r"cifar-10-python\.tar\.gz: is a device, not the "
+                                           r"CIFAR-10 python version archive"):
+        load_dataset("cifar10", data_dir=empty)
+
+
+def _idx_header(*dims: int) -> bytes:
+    return bytes([0, 0, 8, len(dims)]) + np.array(dims, ">u4").tobytes()
+
+
+@pytest.mark.parametrize("split,name,dims,pattern", [
+    ("train", "train-images-idx3-ubyte", (60_001, 28, 28),
+     r"header declares 60,001 images, more than the 60,000 of the train split"),
+    ("test", "t10k-images-idx3-ubyte", (10_001, 28, 28),
+     r"header declares 10,001 images, more than the 10,000 of the test split"),
+    ("train", "train-images-idx3-ubyte", (0, 28, 28), r"header declares 0 images; expected 1"),
+    ("train", "train-images-idx3-ubyte", (5, 65536, 65536), r"images are 65536x65536, expected "
+                                                            r"28x28"),
+    ("train", "train-images-idx3-ubyte", (2**32 - 1, 28, 28), r"declares 4,294,967,295 images"),
+    ("train", "train-labels-idx1-ubyte", (60_001,), r"declares 60,001 labels, more than"),
+])
+def test_idx_header_sizes_are_checked_before_the_payload(tmp_path, split, name, dims, pattern):
+    write_mnist(tmp_path)
+    write(tmp_path / name, _idx_header(*dims) + b"\0" * 64)  # the payload is never needed
+    with pytest.raises(DatasetError, match=pattern) as err:
+        load_dataset("mnist", split=split, data_dir=tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / name}: ")
+
+
+def test_idx_files_larger_than_any_mnist_file_are_refused_unread(tmp_path):
+    write_mnist(tmp_path)
+    lbl = tmp_path / "train-labels-idx1-ubyte"
+    with open(lbl, "r+b") as f:
+        f.truncate(1 << 20)  # sparse: a 1 MiB label file (the real one has 60,008 bytes)
+    with pytest.raises(DatasetError, match=r"1,048,576 bytes, more than the .* bytes an IDX "
+                                           r"file may have"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def _zeros_gzip_member(n_bytes: int) -> bytes:
+    import zlib
+
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+    block = bytes(1 << 20)
+    return b"".join(c.compress(block) for _ in range(n_bytes >> 20)) + c.flush()
+
+
+def test_gzip_bomb_is_not_decompressed_beyond_the_declared_size(tmp_path):
+    """A 3.9 kB IDX payload followed by 1 GiB of gzipped zeros (a 1 MB file): the reader stops
+    one byte past the declared payload, so memory stays far below the bomb's size."""
+    import tracemalloc
+
+    write_mnist(tmp_path)
+    bomb = gzip.compress(idx_bytes(TRAIN_IMAGES)) + _zeros_gzip_member(64 << 20) * 16
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    write_path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_path.write_bytes(bomb)
+    assert len(bomb) < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match=r"trailing data: header says 5x28x28 = 3920 "
+                                               r"bytes, the decompressed data goes on"):
+            load_dataset("mnist", data_dir=tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+
+
+def _tar_gz_with_header(path: Path, entries: list[tuple[str, int]]) -> Path:
+    """A tar.gz holding only member headers that declare these sizes (no data follows)."""
+    blob = b""
+    for name, size in entries:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        blob += info.tobuf(format=tarfile.GNU_FORMAT)
+    path.write_bytes(gzip.compress(blob + bytes(1024)))
+    return path
+
+
+@pytest.mark.parametrize("entries,pattern", [
+    ([("cifar-10-batches-py/test_batch", 100 << 20)],
+     r"member cifar-10-batches-py/test_batch declares 104,857,600 bytes, more than the "
+     r"67,108,864 a CIFAR-10 test_batch may have"),
+    ([("cifar-10-batches-py/batches.meta", 2 << 20)], r"batches\.meta declares 2,097,152 bytes"),
+    ([("cifar-10-batches-py/junk.bin", 600 << 20)],
+     r"members declare more than 536,870,912 bytes in all \(at cifar-10-batches-py/junk\.bin\)"),
+    ([(f"f{i}", 0) for i in range(1001)], r"more than 1000 members"),
+])
+def test_cifar_tarball_member_sizes_are_bounded_before_decompressing(tmp_path, entries,
+                                                                       pattern):
+    tar = _tar_gz_with_header(tmp_path / "cifar-10-python.tar.gz", entries)
+    with pytest.raises(DatasetError, match=pattern) as err:
+        load_dataset("cifar10", split="test", data_dir=tmp_path)
+    assert str(err.value).startswith(f"{tar}: ")
+
+
+def test_oversized_cifar_batch_is_refused_unread(tmp_path):
+    write_cifar(tmp_path)
+    with open(tmp_path / "test_batch", "r+b") as f:
+        f.truncate(65 << 20)  # sparse
+    with pytest.raises(DatasetError, match=r"test_batch: 68,157,440 bytes, more than the "
+                                           r"67,108,864 bytes a CIFAR-10 test_batch file may"):
+        load_dataset("cifar10", split="test", data_dir=tmp_path)

@@ -36,7 +36,15 @@ def test_simulate_without_checkpoint(tmp_path, capsys):
     assert rep["steps"] == 2 and len(rep["comparison"]["eps_per_call"]) == 2
     assert rep["counters_per_call"]["synops_total"] > 0
     layers = rep["layers"]
-    assert all(0 <= v["spike_rate"] <= 1 for v in layers.values())
-    assert all(v["spike_agreement_with_float"] > 0.5 for v in layers.values())
+    assert len(layers) == 19  # every spiking layer of the default model is reported
+    for name, v in layers.items():
+        # spike_agreement_with_float is the fraction of (neuron, SNN step, sample) entries where
+        # the integer and the float model agree, silent entries included: two silent networks
+        # would agree on all of them. So every layer must spike at a real rate, and disagree at
+        # most half as often as two independent spike trains at that rate would (2 r (1 - r)).
+        # Measured: rates 0.14-0.46, disagreement at most 0.34 of that chance level.
+        r = v["spike_rate"]
+        assert 0.05 <= r <= 0.8, (name, r)
+        assert 1 - v["spike_agreement_with_float"] <= 0.5 * 2 * r * (1 - r), (name, v)
     assert {p.name for p in out.iterdir()} == {"samples.npy", "float_samples.npy", "samples.png",
                                                "float_samples.png", "graph.pt", "simulate.json"}

@@ -1,5 +1,6 @@
 """Schedule, step lists and samplers against a direct transcription of the reference sampler."""
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -104,3 +105,109 @@ def test_diffusion_loss_is_mse_of_noise():
 
     assert diffusion_loss(oracle_model, x0, s, g1).item() < 1e-8
     assert diffusion_loss(lambda x, t: torch.zeros_like(x), x0, s, g2).item() > 0.5
+
+
+# --- respaced DDPM against an independent float64 transcription -----------------------------
+
+def documented_noise(seed: int, sample_index: int, shape, draws: int) -> list[torch.Tensor]:
+    """The documented noise contract, written out here: sample i draws from its own
+    ``torch.Generator`` seeded with ``(seed * 1_000_003 + i) mod 2**63``, one [C, H, W]
+    tensor per use (x_T first, then one per noise-adding step)."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + sample_index) % 2**63)
+    return [torch.randn(tuple(shape), generator=g) for _ in range(draws)]
+
+
+def stand_in_eps(x, t):
+    """eps = 0.1 x + t / 2000: depends on x and on t, so a wrong t shows."""
+    return 0.1 * x + t / 2000.0
+
+
+def respaced_ddpm_float64(x_T: np.ndarray, noise: list[np.ndarray], timesteps: list[int],
+                          T: int, variance: str = "fixedlarge",
+                          clamp: bool = True) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+    """Respaced DDPM from its formulas, in float64 numpy (no code of the package):
+    abar_k = abar[timesteps[k]] (ascending), abar_prev_0 = 1, beta_k = 1 - abar_k / abar_{k-1},
+    x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps clamped to [-1, 1], posterior mean
+    sqrt(abar_prev) beta / (1 - abar) x0 + sqrt(1 - beta) (1 - abar_prev) / (1 - abar) x,
+    variance beta ("fixedlarge") or the posterior's ("fixedsmall"), no noise at the last step
+    (whose mean is x0: abar_prev = 1). Returns the (t, x_t) of every model call and x0."""
+    betas = np.linspace(1e-4, 0.02, T)
+    abar = np.cumprod(1.0 - betas)
+    ts = sorted(timesteps)
+    abar_r = abar[ts]
+    abar_prev = np.concatenate([[1.0], abar_r[:-1]])
+    beta_r = 1.0 - abar_r / abar_prev
+    var = beta_r if variance == "fixedlarge" else beta_r * (1 - abar_prev) / (1 - abar_r)
+    x, calls, k_noise = x_T, [], 0
+    for k in reversed(range(len(ts))):
+        calls.append((ts[k], x.copy()))
+        eps = stand_in_eps(x, ts[k])
+        x0 = np.sqrt(1 / abar_r[k]) * x - np.sqrt(1 / abar_r[k] - 1) * eps
+        x0 = np.clip(x0, -1, 1) if clamp else x0
+        mean = (np.sqrt(abar_prev[k]) * beta_r[k] / (1 - abar_r[k]) * x0
+                + np.sqrt(1 - beta_r[k]) * (1 - abar_prev[k]) / (1 - abar_r[k]) * x)
+        if k == 0:
+            return calls, np.clip(mean, -1, 1)
+        x = mean + np.sqrt(var[k]) * noise[k_noise]
+        k_noise += 1
+    raise AssertionError("empty chain")
+
+
+def run_sampler(T: int, steps: int, seed: int, shape) -> tuple[list[tuple[int, np.ndarray]],
+                                                                np.ndarray]:
+    """The package's DDPM sampler with the stand-in denoiser, recording every call's (t, x_t)."""
+    calls = []
+
+    def model(x, t):
+        assert len(set(t.tolist())) == 1  # one t per call for the whole batch
+        calls.append((int(t[0]), x.double().numpy().copy()))
+        return stand_in_eps(x, t.view(-1, 1, 1, 1).float())
+
+    out = sample(model, LinearSchedule(num_steps=T), shape, sampler="ddpm", steps=steps,
+                 seed=seed)
+    return calls, out.double().numpy()
+
+
+def reference_chain(T, timesteps, seed, shape, **kw):
+    """The float64 reference for every sample of the batch, with the documented noise."""
+    per_sample = []
+    for i in range(shape[0]):
+        draws = [d.double().numpy() for d in documented_noise(seed, i, shape[1:], len(timesteps))]
+        per_sample.append(respaced_ddpm_float64(draws[0], draws[1:], timesteps, T, **kw))
+    calls = [(per_sample[0][0][j][0], np.stack([s[0][j][1] for s in per_sample]))
+             for j in range(len(timesteps))]
+    return calls, np.stack([s[1] for s in per_sample])
+
+
+# float32 arithmetic in the sampler against float64 here: rounding stays below this.
+CHAIN_TOL = 1e-5
+
+
+@pytest.mark.parametrize("T,steps,timesteps", [
+    (1000, 10, list(range(99, 1000, 100))),                               # 999, 899, ..., 99
+    (1000, 7, [999, 856, 713, 570, 427, 284, 141]),                       # 1000/7 not integer
+    (1000, 1, [999]),                                                      # x0 from x_T
+    (20, 5, [3, 7, 11, 15, 19]),
+])
+def test_respaced_ddpm_matches_float64_reference_chain(T, steps, timesteps):
+    shape = [3, 1, 4, 4]
+    ours, x0 = run_sampler(T, steps, seed=5, shape=shape)
+    ref, ref_x0 = reference_chain(T, timesteps, 5, shape)
+    assert [t for t, _ in ours] == sorted(timesteps, reverse=True) == [t for t, _ in ref]
+    for (t, a), (_, b) in zip(ours, ref):
+        assert np.abs(a - b).max() < CHAIN_TOL, f"x_t differs at t={t}"
+    assert np.abs(x0 - ref_x0).max() < CHAIN_TOL
+    assert np.abs(x0).max() <= 1
+
+
+def test_respaced_ddpm_reference_comparison_is_sensitive():
+    """The tolerance above separates the right chain from near misses: posterior ("fixedsmall")
+    variance, no x0 clamp, or improved-diffusion's ascending spacing from 0 all differ by far
+    more than CHAIN_TOL."""
+    T, steps, shape = 1000, 10, [3, 1, 4, 4]
+    _, x0 = run_sampler(T, steps, seed=5, shape=shape)
+    trailing = list(range(99, 1000, 100))
+    for kw, ts in (({"variance": "fixedsmall"}, trailing), ({"clamp": False}, trailing),
+                   ({}, list(range(0, 1000, 111)))):
+        _, other = reference_chain(T, ts, 5, shape, **kw)
+        assert np.abs(x0 - other).max() > 100 * CHAIN_TOL, kw

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import importlib
 import io
+import os
 import pickle
 import tarfile
 import zlib
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ._files import find_file, list_dirs, read_bytes
+from ._files import find_file, guard, list_dirs, read_bytes
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
@@ -32,6 +33,14 @@ META = "batches.meta"
 FOLDER = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"
 PIXELS = 3 * 32 * 32
+# Size limits, checked before anything is read or decompressed. A real batch is 31 MB (10,000
+# images); a Python-3 protocol-2 re-pickle stores the pixels as latin-1 text, about 1.5 times
+# that. The real tarball is 163 MB, 186 MB unpacked in 8 members.
+MAX_BATCH_BYTES = 64 << 20
+MAX_META_BYTES = 1 << 20
+MAX_TARBALL_BYTES = 256 << 20
+MAX_TAR_TOTAL = 512 << 20   # every member's bytes, read or skipped (skipping decompresses too)
+MAX_TAR_MEMBERS = 1000
 
 
 def _latin1_encode(obj: str, encoding: str = "utf-8") -> bytes:
@@ -110,6 +119,8 @@ def parse_batch(obj: Any, origin: str) -> tuple[np.ndarray, np.ndarray]:
                else type(data).__name__)
         raise DatasetError(f"{origin}: 'data' is a {got}, expected a uint8 array of shape "
                            f"(N, {PIXELS})")
+    if len(data) == 0:
+        raise DatasetError(f"{origin}: 'data' holds 0 images, expected a CIFAR-10 batch")
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu" or labels.shape != (len(data),):
         raise DatasetError(f"{origin}: 'labels' is {labels.dtype} of shape {labels.shape}, "
@@ -130,14 +141,24 @@ def parse_meta(obj: Any, origin: str) -> tuple[str, ...]:
     return tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
 
 
+def _member_limit(base: str) -> int:
+    return MAX_META_BYTES if base == META else MAX_BATCH_BYTES
+
+
 def _read_tar_members(tar_path: Path, wanted: set[str]) -> dict[str, bytes]:
     """The members of the tarball whose base name is in ``wanted``, read in one streaming pass
-    (nothing is extracted to disk; streaming avoids re-seeking in the gzip stream)."""
+    (nothing is extracted to disk; streaming avoids re-seeking in the gzip stream). Every
+    member's declared size is checked before its data is decompressed, and so are their total
+    and count: a gzip bomb stops at a header, not at the end of memory."""
+    guard(tar_path, what="the CIFAR-10 python version archive", max_bytes=MAX_TARBALL_BYTES)
     found: dict[str, bytes] = {}
+    total = 0
     try:
         with tarfile.open(tar_path, mode="r|gz") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
                 base = PurePosixPath(member.name).name
+                total += member.size
+                _check_member(tar_path, member, base in wanted, count, total)
                 if member.isfile() and base in wanted and base not in found:
                     found[base] = tar.extractfile(member).read()  # type: ignore[union-attr]
                     if len(found) == len(wanted):
@@ -145,6 +166,21 @@ def _read_tar_members(tar_path: Path, wanted: set[str]) -> dict[str, bytes]:
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{tar_path}: cannot read the tar.gz archive ({e})") from None
     return found
+
+
+def _check_member(tar_path: Path, member: tarfile.TarInfo, wanted: bool, count: int,
+                  total: int) -> None:
+    base = PurePosixPath(member.name).name
+    if wanted and member.size > _member_limit(base):
+        raise DatasetError(f"{tar_path}: member {member.name} declares {member.size:,} bytes, "
+                           f"more than the {_member_limit(base):,} a CIFAR-10 {base} may have")
+    if count > MAX_TAR_MEMBERS:
+        raise DatasetError(f"{tar_path}: more than {MAX_TAR_MEMBERS} members; the CIFAR-10 "
+                           "python version archive has 8")
+    if total > MAX_TAR_TOTAL:
+        raise DatasetError(f"{tar_path}: members declare more than {MAX_TAR_TOTAL:,} bytes in "
+                           f"all (at {member.name}); the CIFAR-10 python version unpacks to "
+                           "186 MB")
 
 
 def _batches_from_tar(tar_path: Path, names: tuple[str, ...]) -> dict[str, tuple[bytes, str]]:
@@ -169,8 +205,9 @@ def load_cifar10(split: str,
     paths = {n: find_file(dirs, (n,)) for n in (*names, META)}
     missing = [n for n in names if paths[n] is None]
     if not missing:
-        blobs = {n: (read_bytes(p), str(p)) for n, p in paths.items() if p is not None}
-    elif (data_dir / TARBALL).is_file():
+        blobs = {n: (read_bytes(p, what=f"a CIFAR-10 {n} file", max_bytes=_member_limit(n)),
+                     str(p)) for n, p in paths.items() if p is not None}
+    elif os.path.lexists(data_dir / TARBALL):  # a pipe or device there is refused by name
         blobs = _batches_from_tar(data_dir / TARBALL, names)
     else:
         raise DatasetError(f"cifar10: no {missing[0]} in {list_dirs(dirs)} and no "

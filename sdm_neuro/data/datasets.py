@@ -104,7 +104,8 @@ def load_dataset(name: str, *, split: str = "train", data_dir: str | os.PathLike
         images, labels, classes, source = load_idx_dataset(name, split, root)
         images = images[:, None]
     x = torch.from_numpy(images.astype(np.float32)).div_(255.0)
-    return ImageDataset(name, split, _finish(x, img_size), torch.from_numpy(labels.astype(np.int64)),
+    labels_t = torch.from_numpy(labels.astype(np.int64))
+    return ImageDataset(name, split, _finish(x, img_size), labels_t,
                         classes, source)
 
 

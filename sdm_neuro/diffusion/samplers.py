@@ -107,7 +107,8 @@ def sample(model: Denoiser, schedule: LinearSchedule, shape: Sequence[int], *,
     noise = NoiseSource(seed, indices)
     x = noise.randn(shape[1:]) if x_T is None else x_T.clone().float()
     calls = model_call_steps(sampler, schedule.num_steps, steps)
-    chain = [SamplerStep(i, t, calls[i + 1] if i + 1 < len(calls) else (0 if sampler == "ddim" else -1))
+    last = 0 if sampler == "ddim" else -1  # DDIM lands on abar[0]; DDPM returns x0
+    chain = [SamplerStep(i, t, calls[i + 1] if i + 1 < len(calls) else last)
              for i, t in enumerate(calls)]
     iterator: Iterable[SamplerStep] = chain if progress is None else progress(chain)
     abar = schedule.alphas_bar

@@ -17,10 +17,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, CheckpointMismatchError
-from ..fileio import write_atomic
+from ..fileio import regular_file, write_atomic
 
 FORMAT_TAG = "sdm-neuro-classifier"
 FORMAT_VERSION = 1
+MAX_CLASSIFIER_BYTES = 256 << 20  # the classifiers written here are about 1 MB
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,10 @@ def save_classifier(path: str | Path, clf: TrainedClassifier) -> Path:
 
 def load_classifier(path: str | Path) -> TrainedClassifier:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such classifier file.")
+    regular_file(path, what="an sdm-neuro classifier file", error=CheckpointError,
+                 max_bytes=MAX_CLASSIFIER_BYTES)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError) as e:
@@ -171,13 +174,38 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
     if obj.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: classifier format_version {obj.get('format_version')!r} "
                               f"is not supported (expected {FORMAT_VERSION}).")
+    config = _checked_config(path, obj.get("config"))
+    dataset, class_names = obj.get("dataset"), obj.get("class_names")
+    if not isinstance(dataset, str):
+        raise CheckpointError(f"{path}: 'dataset' is {dataset!r}, expected a dataset name.")
+    if not (isinstance(class_names, list | tuple) and len(class_names) == config.num_classes
+            and all(isinstance(c, str) for c in class_names)):
+        raise CheckpointError(f"{path}: 'class_names' must be a list of {config.num_classes} "
+                              "strings (config num_classes).")
     try:
-        config = ClassifierConfig(**obj["config"])
         model = Classifier(config)
         model.load_state_dict(obj["state_dict"])
-    except (TypeError, KeyError, RuntimeError) as e:
+    except (TypeError, KeyError, RuntimeError, ValueError) as e:
         raise CheckpointMismatchError(f"{path}: classifier weights do not fit its config: "
                                       f"{str(e).splitlines()[0][:200]}") from None
     model.eval()
-    return TrainedClassifier(model, str(obj.get("dataset")), tuple(obj.get("class_names", ())),
-                             dict(obj.get("meta") or {}))
+    return TrainedClassifier(model, dataset, tuple(class_names), dict(obj.get("meta") or {}))
+
+
+# Ranges of the config fields, checked before the network is built (a huge width would
+# allocate before the weights are compared).
+_CONFIG_LIMITS = {"img_ch": (1, 3), "img_size": (1, 1024), "num_classes": (2, 1000),
+                  "width": (1, 1024), "feature_dim": (1, 8192)}
+
+
+def _checked_config(path: Path, cfg: Any) -> ClassifierConfig:
+    if not isinstance(cfg, dict) or set(cfg) - set(_CONFIG_LIMITS):
+        extra = sorted(set(cfg) - set(_CONFIG_LIMITS)) if isinstance(cfg, dict) else cfg
+        raise CheckpointError(f"{path}: 'config' must be a dict of {', '.join(_CONFIG_LIMITS)} "
+                              f"(got {extra!r}).")
+    for key, (lo, hi) in _CONFIG_LIMITS.items():
+        value = cfg.get(key, getattr(ClassifierConfig, key, None))
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise CheckpointError(f"{path}: config {key} is {value!r}, expected an integer in "
+                                  f"[{lo}, {hi}].")
+    return ClassifierConfig(**cfg)

@@ -24,8 +24,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, CheckpointMismatchError
+from ..fileio import regular_file
 
 FEATURE_DIM = 2048
+MAX_WEIGHTS_BYTES = 512 << 20  # pytorch-fid's weight file is 95 MB
 INPUT_SIZE = 299
 NUM_CLASSES = 1008  # the TF graph's 1000 ImageNet classes + 8 unused; fc is kept for the keys
 # The weight file may predate BatchNorm's ``num_batches_tracked`` buffer (PyTorch 0.4.1);
@@ -39,7 +41,8 @@ class BasicConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, **kwargs: object) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)  # type: ignore[arg-type]
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False,
+                              **kwargs)  # type: ignore[arg-type]
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -262,6 +265,8 @@ def load_inception(path: str | os.PathLike[str]) -> InceptionFeatures:
                               "pt_inception-2015-12-05-6726825d.pth)")
     if not p.is_file():
         raise CheckpointError(f"{p}: Inception weight path is not a file")
+    regular_file(p, what="pytorch-fid's Inception weights", error=CheckpointError,
+                 max_bytes=MAX_WEIGHTS_BYTES)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt / unsafe files
