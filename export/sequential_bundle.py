@@ -18,7 +18,7 @@ from typing import Any
 import nir
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, ExportError
 from ..fileio import read_text_limited, regular_file, sha256_file, write_json
 from ..sequential.nir_io import from_nir, to_nir
 from ..sequential.quantize import QuantizedSNN, from_state, to_state
@@ -68,19 +68,23 @@ def write_sequential_bundle(qnet: QuantizedSNN, out: Path, manifest: dict[str, A
 
 def read_sequential_bundle(path: str | Path) -> tuple[QuantizedSNN, dict[str, Any]]:
     """The quantized network of a bundle and its manifest, after the manifest's hash check;
-    a missing, oversized, truncated or malformed file is a :class:`CheckpointError` naming it."""
+    a missing, oversized, truncated or malformed file is an :class:`ExportError` naming it
+    (exit code 7, as for U-Net bundles)."""
     path = Path(path)
-    manifest = read_manifest(path, SEQ_FORMAT, SEQ_VERSION)
+    manifest = read_manifest(path, SEQ_FORMAT, SEQ_VERSION, error=ExportError)
     files = manifest.get("files")
     for name in (NIR_FILE, QUANT_FILE):
         if not isinstance(files, dict) or name not in files:
-            raise CheckpointError(f"{path / MANIFEST}: does not list {name}; a sequential "
-                                  f"bundle has {NIR_FILE} and {QUANT_FILE}.")
-    net = from_nir(path / NIR_FILE)
-    quant = regular_file(path / QUANT_FILE, what="integer parameters (torch.save)",
-                         error=CheckpointError, max_bytes=MAX_QUANT_BYTES)
-    try:
-        state = torch.load(quant, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{quant}: not readable ({type(e).__name__}: {e}).") from None
-    return from_state(net, state, source=str(quant)), manifest
+            raise ExportError(f"{path / MANIFEST}: does not list {name}; a sequential "
+                              f"bundle has {NIR_FILE} and {QUANT_FILE}.")
+    try:  # the readers shared with plain .nir and parameter files name the file themselves
+        net = from_nir(path / NIR_FILE)
+        quant = regular_file(path / QUANT_FILE, what="integer parameters (torch.save)",
+                             error=ExportError, max_bytes=MAX_QUANT_BYTES)
+        try:
+            state = torch.load(quant, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+            raise ExportError(f"{quant}: not readable ({type(e).__name__}: {e}).") from None
+        return from_state(net, state, source=str(quant)), manifest
+    except (CheckpointError, ConfigError) as e:
+        raise ExportError(str(e)) from None

@@ -155,7 +155,7 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
         _check_layer_memories(graph, lim, violations)
     syn = extra_syn + sum(synapse_count(p, shapes[p.src]) * copies[id(p)]
                           for p in graph.projections if p.dst != HOST)
-    kernel = max(p.kernel for p in graph.projections if p.dst != HOST)
+    kernel = max((p.kernel for p in graph.projections if p.dst != HOST), default=1)
     return _placement(profile, lim, cores, len(graph.populations) + extra_layers, total_neurons,
                       syn, kernel, violations)
 

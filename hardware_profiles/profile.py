@@ -8,6 +8,8 @@ missing key, a wrong type or tag is a :class:`ProfileError` naming the file and 
 
 from __future__ import annotations
 
+import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from sdm_neuro.errors import ProfileError
+from sdm_neuro.fileio import read_text_limited
 
 TAGS = ("measured", "estimated", "datasheet", "secondary")
 KINDS = ("neuromorphic", "baseline")
@@ -63,6 +66,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 HEADER = {"name": str, "title": str, "kind": str, "process": str, "description": str}
+PROFILE_MAX_BYTES = 1 << 20  # a profile is a few KB of TOML; refuse anything near this
 
 
 @dataclass(frozen=True)
@@ -124,11 +128,12 @@ def _figure(path: Path, key: str, kind: str, raw: object) -> Figure:
             raise ProfileError(f"{where}: missing field {field!r}")
     value = raw["value"]
     ok = {"int": isinstance(value, int) and not isinstance(value, bool) and value > 0,
-          "number": isinstance(value, int | float) and not isinstance(value, bool) and value >= 0,
+          "number": isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value) and value >= 0,
           "int_list": isinstance(value, list) and bool(value)
           and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)}[kind]
     if not ok:
-        expected = {"int": "a positive integer", "number": "a non-negative number",
+        expected = {"int": "a positive integer", "number": "a finite non-negative number",
                     "int_list": "a non-empty list of positive integers"}[kind]
         raise ProfileError(f"{where}: value must be {expected}, got {value!r}")
     if raw["tag"] not in TAGS:
@@ -143,14 +148,17 @@ def _figure(path: Path, key: str, kind: str, raw: object) -> Figure:
 def load_profile(path: str | Path) -> Profile:
     """Read and check one profile file."""
     path = Path(path)
+    if not os.path.lexists(path):
+        raise ProfileError(f"{path}: no such profile file")
+    # a regular file of bounded size: /dev/zero would never end, a named pipe never open
+    text = read_text_limited(path, what="a hardware profile (TOML)", error=ProfileError,
+                             max_bytes=PROFILE_MAX_BYTES)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such profile file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ProfileError(f"{path}: cannot read the profile ({e})") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not valid TOML (nested too deeply)") from None
     unknown = sorted(set(data) - set(HEADER) - set(SCHEMA))
     if unknown:
         raise ProfileError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: "

@@ -50,6 +50,21 @@ def read_text_limited(path: str | os.PathLike, *, what: str, error: type[Excepti
         raise error(f"{path}: cannot be read ({e.strerror or e}).") from None
 
 
+def read_json_limited(path: str | os.PathLike, *, what: str, error: type[Exception],
+                      max_bytes: int) -> object:
+    """The parsed JSON of a regular file of at most ``max_bytes`` (see :func:`regular_file`).
+    Nesting too deep for the parser (``RecursionError``) is a malformed file like any other."""
+    import json
+
+    text = read_text_limited(path, what=what, error=error, max_bytes=max_bytes)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply; expected {what}.") from None
+    except ValueError as e:
+        raise error(f"{path}: not valid JSON ({e}); expected {what}.") from None
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``."""
     path = Path(path)
@@ -89,12 +104,27 @@ def atomic_dir(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _swap_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_dir(new: Path, path: Path) -> None:
+    """Put directory ``new`` in the place of ``path``. The old directory is renamed aside first
+    and removed only once ``new`` is in place, so a failure leaves ``path`` as it was."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.rmdir(old)  # a free name beside ``path``, on the same file system
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, obj: object) -> Path:

@@ -12,7 +12,7 @@ from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.checkpoint import save_checkpoint
 from sdm_neuro.cli import main as cli
 from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
-from sdm_neuro.errors import CheckpointError, ConstraintError, UsageError
+from sdm_neuro.errors import ConstraintError, ExportError, UsageError
 from sdm_neuro.export.bundle import NIR_FILE, read_bundle, write_bundle
 from sdm_neuro.simulators.timed import schedule
 
@@ -46,9 +46,10 @@ def test_bundle_round_trip_is_exact(tmp_path, randomized, tsm):
 
 
 @pytest.fixture
-def tiny_ckpt(tmp_path):
+def tiny_ckpt(tmp_path, randomized):
+    """A randomized (not freshly initialised) tiny model: every layer spikes, not always."""
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path / "tiny.pt", TINY, SpikingUNet(TINY).state_dict(),
+    return save_checkpoint(tmp_path / "tiny.pt", TINY, randomized(SpikingUNet(TINY)).state_dict(),
                            meta={"dataset": "digits"})
 
 
@@ -63,6 +64,14 @@ def test_simulate_bundle_gives_the_checkpoints_samples(tmp_path, tiny_ckpt, caps
     assert cli(["simulate", "--bundle", str(out), *common, "--out", str(tmp_path / "b")]) == 0
     a, b = (np.load(tmp_path / d / "samples.npy") for d in ("a", "b"))
     assert np.array_equal(a, b)
+    # the equality is not vacuous: every population spikes somewhere and nowhere always, and
+    # the bundle's run has the checkpoint's spike counts, population by population
+    layers_a, layers_b = (json.loads((tmp_path / d / "simulate.json").read_text())["layers"]
+                          for d in ("a", "b"))
+    assert layers_a.keys() == layers_b.keys() and len(layers_a) == 19
+    for name, layer in layers_a.items():
+        assert 0 < layer["spike_rate"] < 1, (name, layer["spike_rate"])
+        assert layer["spikes_per_call"] == layers_b[name]["spikes_per_call"], name
     # the bundle alone (its checkpoint gone) still simulates, without the float comparison
     tiny_ckpt.unlink()
     assert cli(["simulate", "--bundle", str(out), *common, "--out", str(tmp_path / "c")]) == 0
@@ -76,10 +85,18 @@ def test_export_refuses_to_overwrite_and_detects_a_changed_file(tmp_path, tiny_c
     assert cli(["export", str(tiny_ckpt), "--target", "nir", "--out",
                 str(out)]) == UsageError.exit_code
     assert "--force" in capsys.readouterr().err
+    data = bytearray((out / "host.npz").read_bytes())
+    data[-1] ^= 1  # same size, other content
+    (out / "host.npz").write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="host.npz: SHA-256 differs from manifest.json"):
+        read_bundle(out)
     with open(out / "host.npz", "ab") as f:
         f.write(b"x")
-    with pytest.raises(CheckpointError, match="host.npz: SHA-256 differs"):
+    with pytest.raises(ExportError, match=r"host.npz: [0-9,]+ bytes, manifest.json lists"):
         read_bundle(out)
+    assert cli(["simulate", "--bundle", str(out), "--out", str(tmp_path / "s"),
+                "--quiet"]) == ExportError.exit_code
+    assert "host.npz" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
 def test_constraint_violations_have_their_own_exit_code(tmp_path, tiny_ckpt, capsys):

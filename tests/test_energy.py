@@ -87,10 +87,13 @@ def test_convention_counts_spike_layers_as_acs_and_others_as_macs(tiny):
     assert by_name["conv_identity"].spiking_input       # after the stem neuron
     assert not by_name["time_embedding.timembedding.1"].spiking_input
     assert any(o.name.endswith("shortcut") and not o.spiking_input for o in ops)
-    e = convention(ops, ac_pj=1.0, mac_pj=10.0)
+    # figures other than 1 (a missing multiplication shows) and apart (a swap shows)
+    e = convention(ops, ac_pj=0.7, mac_pj=13.0)
     sops = sum(o.effective for o in ops if o.spiking_input)
     macs = sum(o.dense for o in ops if not o.spiking_input)
-    assert e.components == {"synaptic (AC)": sops, "real-valued input (MAC)": 10.0 * macs}
+    assert sops > 0 and macs > 0
+    assert e.components == pytest.approx({"synaptic (AC)": 0.7 * sops,
+                                          "real-valued input (MAC)": 13.0 * macs})
     # the pixel conv runs at every SNN step, as the papers count it
     assert by_name["conv"].rows == model.config.snn_steps
 
@@ -148,3 +151,103 @@ def test_pixel_conv_effective_equals_dense_for_real_input(tiny):
     # no zero pixels: effective MACs are all taps that land inside the image
     ones = F.conv2d(torch.ones(1, 1, 8, 8), torch.ones(4, 1, 3, 3), padding=1).sum()
     assert ops["conv"].effective == pytest.approx(float(ones) * model.config.snn_steps)
+
+
+# -- the fuller model's terms, by hand ----------------------------------------------------------
+
+def _profile(tmp_path, kind: str, energy: dict, power: dict | None = None,
+             limits: dict | None = None):
+    from sdm_neuro.hardware_profiles.profile import load_profile
+
+    def section(name: str, figures: dict | None) -> str:
+        return f"[{name}]\n" + "".join(
+            f'{k} = {{ value = {v}, tag = "estimated", source = "test" }}\n'
+            for k, v in (figures or {}).items())
+
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(f'name = "{kind}"\ntitle = "t"\nkind = "{kind}"\nprocess = "p"\n'
+                    f'description = "d"\n' + section("limits", limits) +
+                    section("energy", energy) + section("power", power))
+    return load_profile(path)
+
+
+@pytest.fixture
+def hand():
+    """An activity with distinct counts, and a graph of T_snn = 3 (only its step count is
+    used by the model)."""
+    from sdm_neuro.deploy.graph import DeployGraph, HostStages, Population
+    from sdm_neuro.energy.activity import Activity
+
+    cfg = UNetConfig(ch=4, ch_mult=(1,), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=4)
+    pops = (Population("a", (2, 2, 2), 1.0, torch.zeros(3, 2)),
+            Population("b", (3, 2, 2), 1.0, torch.zeros(3, 3)))
+    graph = DeployGraph(cfg, pops, (), HostStages(torch.zeros(2, 1, 3, 3), (), {}, {},
+                                                  torch.zeros(3, 2)))
+    act = Activity(spikes={"a": 3.0, "b": 5.0}, synops={"a->b": 7.0, "b->host": 4.0},
+                   neuron_updates=11.0, host_macs=13.0, by_t=(), source="by hand")
+    return act, graph
+
+
+def test_fuller_model_baseline_terms_by_hand(tmp_path, hand):
+    from sdm_neuro.energy.model import full
+
+    act, graph = hand
+    prof = _profile(tmp_path, "baseline",
+                    {"synop_pj": 2.3, "neuron_update_active_pj": 0.7, "spike_message_pj": 1.9,
+                     "spike_hop_pj": 0.3, "memory_read_64bit_pj": 17.0,
+                     "memory_write_64bit_pj": 19.0, "host_mac_pj": 3.1},
+                    power={"static_power_mw": 0.37, "time_step_us": 29.0},
+                    limits={"weight_bits": 16, "state_bits": 32})
+    e = full(prof, act, graph)
+    # synops 7 + 4 = 11, spikes 3 + 5 = 8, neuron updates 11, host MACs 13
+    assert e.components == pytest.approx({
+        "synaptic ops": 11 * 2.3,
+        "neuron updates": 11 * 0.7,
+        "spike messages": 8 * (1.9 + 0.3),
+        # Lemaire et al.: a 16-bit weight read per synop, a 32-bit state read + write per update
+        "memory": 11 * (16 / 64) * 17.0 + 11 * (32 / 64) * (17.0 + 19.0),
+        "host": 13 * 3.1,
+        # 0.37 mW for 3 steps of 29 us: 0.37e-3 W x 87e-6 s = 3.219e-8 J
+        "static": 32190.0,
+    }, rel=1e-12)
+    assert e.total_pj == pytest.approx(25.3 + 7.7 + 17.6 + 244.75 + 40.3 + 32190.0, rel=1e-12)
+
+
+def test_fuller_model_fallbacks_by_hand(tmp_path, hand):
+    from sdm_neuro.energy.model import CONVENTION_MAC_PJ, full
+
+    act, graph = hand
+    # baseline without bit widths, write figure or host figure: 8-bit weights, 24-bit state,
+    # write = read, host at the 45 nm MAC (4.6 pJ); neuron updates as accumulates; no static
+    # term without a step time
+    prof = _profile(tmp_path, "baseline", {"synop_pj": 2.3, "ac_pj": 0.45,
+                                           "memory_read_64bit_pj": 17.0},
+                    power={"static_power_mw": 0.37})
+    e = full(prof, act, graph)
+    assert CONVENTION_MAC_PJ == 4.6
+    assert e.components == pytest.approx({
+        "synaptic ops": 11 * 2.3, "neuron updates": 11 * 0.45,
+        "memory": 11 * (8 / 64) * 17.0 + 11 * (24 / 64) * (2 * 17.0), "host": 13 * 4.6},
+        rel=1e-12)
+    assert any("static power not included" in n for n in e.notes)
+    # a neuromorphic profile's synaptic figure includes its memory: no memory term
+    neuro = _profile(tmp_path, "neuromorphic", {"synop_pj": 2.3, "memory_read_64bit_pj": 17.0,
+                                                "spike_message_pj": 1.9})
+    e = full(neuro, act, graph)
+    assert e.components == pytest.approx({"synaptic ops": 11 * 2.3, "spike messages": 8 * 1.9,
+                                          "host": 13 * 4.6}, rel=1e-12)
+
+
+def test_population_energy_by_hand(tmp_path, hand):
+    from sdm_neuro.energy.model import population_energy
+
+    act, graph = hand
+    prof = _profile(tmp_path, "neuromorphic", {"synop_pj": 2.3, "neuron_update_active_pj": 0.7,
+                                               "spike_message_pj": 1.9, "spike_hop_pj": 0.3})
+    per = population_energy(prof, act, graph)
+    # b receives the 7 synops from a; a neuron updates every step (T = 3)
+    assert per.keys() == {"a", "b"}
+    assert per["a"] == pytest.approx({"synaptic ops": 0.0, "neuron updates": 8 * 3 * 0.7,
+                                      "spike messages": 3 * 2.2}, rel=1e-12)
+    assert per["b"] == pytest.approx({"synaptic ops": 7 * 2.3, "neuron updates": 12 * 3 * 0.7,
+                                      "spike messages": 5 * 2.2}, rel=1e-12)

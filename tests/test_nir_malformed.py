@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sdm_neuro.cli import main as cli
-from sdm_neuro.errors import CheckpointError, ConfigError, UsageError
+from sdm_neuro.errors import CheckpointError, ConfigError, ExportError, UsageError
 from sdm_neuro.sequential.nir_io import MAX_TENSOR_ELEMENTS, MAX_TOTAL_ELEMENTS, from_nir
 from sdm_neuro.sequential.simulate import load_input, network_input
 
@@ -472,19 +472,19 @@ def test_bundle_with_malformed_quantized_parameters_is_refused(bundle_src, tmp_p
     read_sequential_bundle(bundle_src)  # the untouched bundle reads
     for case, (state, needle) in _bad_states(bundle_src).items():
         b = _tampered(bundle_src, tmp_path / case.replace(" ", "_"), state)
-        with pytest.raises(CheckpointError) as e:
+        with pytest.raises(ExportError) as e:
             read_sequential_bundle(b)
         assert str(b / "quantized.pt") in str(e.value) and needle in str(e.value), (case, e)
     b = _tampered(bundle_src, tmp_path / "cli", _bad_states(bundle_src)["weights odd"][0])
     _cli_fails(capsys, ["simulate", "--bundle", str(b), "--out", str(tmp_path / "o"),
-                        "--quiet"], 4, str(b / "quantized.pt"), "odd values")
+                        "--quiet"], 7, str(b / "quantized.pt"), "odd values")
 
 
 def test_bundle_with_truncated_quantized_parameters_is_refused(bundle_src, tmp_path, capsys):
     data = (bundle_src / "quantized.pt").read_bytes()
     b = _tampered(bundle_src, tmp_path, raw=data[:len(data) // 2])
     _cli_fails(capsys, ["simulate", "--bundle", str(b), "--out", str(tmp_path / "o"),
-                        "--quiet"], 4, str(b / "quantized.pt"), "not readable")
+                        "--quiet"], 7, str(b / "quantized.pt"), "not readable")
 
 
 def test_bundle_whose_manifest_omits_quantized_pt_is_refused(bundle_src, tmp_path):
@@ -494,7 +494,7 @@ def test_bundle_whose_manifest_omits_quantized_pt_is_refused(bundle_src, tmp_pat
     man = json.loads((b / "manifest.json").read_text())
     del man["files"]["quantized.pt"]
     (b / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(CheckpointError, match="does not list quantized.pt"):
+    with pytest.raises(ExportError, match="does not list quantized.pt"):
         read_sequential_bundle(b)
 
 

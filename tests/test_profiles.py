@@ -1,6 +1,8 @@
 """Hardware profiles: the strict schema, the shipped files, the design-rule checks."""
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,6 +66,22 @@ def test_a_user_profile_loads(tmp_path):
     (lambda s: s.replace("[energy]\nsynop_pj", "[energy]\nac_pj"), "energy.synop_pj"),
     (lambda s: s.replace('kind = "neuromorphic"', 'kind = "gpu"'), "kind must be one of"),
     (lambda s: s + "[limits\n", "not valid TOML"),
+    (lambda s: s.replace("value = 2.5", "value = inf"),
+     "energy.synop_pj: value must be a finite non-negative number, got inf"),
+    (lambda s: s.replace("value = 2.5", "value = -inf"), "energy.synop_pj: value must be a finite"),
+    (lambda s: s.replace("value = 2.5", "value = nan"), "energy.synop_pj: value must be a finite"),
+    (lambda s: s.replace("value = 2.5", "value = -0.5"), "energy.synop_pj: value must be a finite"),
+    (lambda s: s.replace("value = 2.5", "value = true"), "energy.synop_pj: value must be a finite"),
+    (lambda s: s.replace("value = 2.5", 'value = "2.5"'),
+     "energy.synop_pj: value must be a finite"),
+    (lambda s: s.replace("value = 100", "value = 0"),
+     "limits.neurons_per_core: value must be a positive integer, got 0"),
+    (lambda s: s + '[power]\nstatic_power_mw = { value = inf, tag = "measured", source = "m" }\n',
+     "power.static_power_mw: value must be a finite non-negative number, got inf"),
+    (lambda s: s.replace("[energy]", 'kernel_memory_entries_per_layer = { value = [16, 0], '
+                                     'tag = "datasheet", source = "m" }\n[energy]'),
+     "limits.kernel_memory_entries_per_layer: value must be a non-empty list of positive"),
+    (lambda s: s + "x = " + "[" * 50_000 + "]" * 50_000 + "\n", "not valid TOML"),
     (lambda s: s.replace('source = "the manual" }', 'source = "m", unit = "x" }'),
      "unknown field(s) unit"),
 ])
@@ -72,6 +90,21 @@ def test_schema_errors_name_the_file_and_key(tmp_path, edit, message):
     with pytest.raises(ProfileError, match=re.escape(message)) as e:
         load_profile(path)
     assert str(path) in str(e.value)
+
+
+def test_profile_files_that_are_not_regular_small_files(tmp_path, capsys):
+    """/dev/zero (endless), a named pipe (blocks on open), a directory and an oversized file
+    are refused before anything is read."""
+    pipe = tmp_path / "pipe.toml"
+    os.mkfifo(pipe)
+    big = _write(tmp_path, GOOD + "#" * (1 << 20), "big.toml")
+    for path, message in ((Path("/dev/zero"), "is a device"), (pipe, "is a named pipe"),
+                          (tmp_path, "is a directory"), (big, "more than the 1,048,576 bytes")):
+        with pytest.raises(ProfileError, match=re.escape(message)) as e:
+            get_profile(path)
+        assert str(path) in str(e.value)
+    assert cli(["profiles", str(pipe)]) == ProfileError.exit_code
+    assert str(pipe) in capsys.readouterr().err
 
 
 def test_unknown_profile_and_missing_file(tmp_path):

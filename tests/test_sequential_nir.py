@@ -352,7 +352,7 @@ def test_cli_simulates_and_exports_a_nir_file(make_sequential, tmp_path):
     assert {k: v["vth"] for k, v in rep3["layers"].items()} == \
         {k: v["vth"] for k, v in rep["layers"].items()}
     (exp / "quantized.pt").write_bytes(b"changed")
-    assert main(["simulate", "--bundle", str(exp), "--out", str(tmp_path / "x"), "--quiet"]) == 4
+    assert main(["simulate", "--bundle", str(exp), "--out", str(tmp_path / "x"), "--quiet"]) == 7
 
 
 def test_cli_bad_nir_file_fails_cleanly(tmp_path):

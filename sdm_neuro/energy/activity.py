@@ -4,7 +4,7 @@ simulator at calls spread over the reverse process, or read from ``simulate.json
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ class Activity:
     by_t: tuple[dict, ...]             # per measured call: t, spikes, synops, firing rate
     source: str                        # how it was obtained, for the report
     chain: tuple[str, int] | None = None  # (sampler, steps) of the run it was read from
+    path: str | None = None            # the file it was read from (for error messages)
 
     def synops_into(self, population: str) -> float:
         return sum(v for k, v in self.synops.items() if k.split("->")[1] == population)
@@ -95,21 +96,87 @@ def measure_activity(graph: DeployGraph, images: torch.Tensor, ts: list[int], *,
                     f"{', '.join(map(str, ts))}, {batch} noised training images each")
 
 
+STATS_MAX_BYTES = 64 << 20  # simulate.json: per-layer statistics and per-call eps errors
+
+
+def _stats_error(path: Path, key: str, expected: str, got: object) -> UsageError:
+    text = repr(got)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return UsageError(f"{path}: {key} must be {expected}, got {text} (--stats takes the "
+                      "simulate.json of sdm-neuro simulate).")
+
+
+def _object(path: Path, parent: dict, key: str, where: str | None = None) -> dict:
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        raise _stats_error(path, where or key, "an object", value)
+    return value
+
+
+def _count(path: Path, value: object, key: str, *, integer: bool = False,
+           positive: bool = False) -> float:
+    """A counter: a finite number >= 0 (> 0 with ``positive``; an integer with ``integer``)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and \
+        math.isfinite(value) and (value > 0 if positive else value >= 0) and \
+        (not integer or isinstance(value, int))
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise _stats_error(path, key, f"{kind} {'>= 1' if positive else '>= 0'}", value)
+    return value
+
+
 def activity_from_simulate(path: str | Path) -> Activity:
-    """The counters of a ``sdm-neuro simulate`` run (``simulate.json``): the whole chain."""
+    """The counters of a ``sdm-neuro simulate`` run (``simulate.json``): the whole chain. Every
+    value used is checked here (types, ranges); the names are checked against the model where
+    the statistics are used (:func:`check_activity`)."""
+    from ..diffusion.samplers import SAMPLERS
+    from ..fileio import read_json_limited
+
     path = Path(path)
-    try:
-        rep = json.loads(path.read_text())
-        per_call, batch = rep["counters_per_call"], rep["batch"]
-        layers = rep["layers"]
-        spikes = {k: v["spikes_per_call"] / batch for k, v in layers.items()}
-        return Activity(spikes, {k: v / batch for k, v in per_call["synops"].items()},
-                        per_call["neuron_updates"] / batch, per_call["host_macs"] / batch, (),
-                        f"{path}: sdm-neuro simulate, {rep['sampler']} {rep['steps']} steps, "
-                        f"{rep['num']} samples (every call of the chain)",
-                        (rep["sampler"], int(rep["steps"])))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such statistics file") from None
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
-        raise UsageError(f"{path}: not a simulate.json written by sdm-neuro simulate "
-                         f"({type(e).__name__}: {e})") from None
+    rep = read_json_limited(path, what="a simulate.json written by sdm-neuro simulate",
+                            error=UsageError, max_bytes=STATS_MAX_BYTES)
+    if not isinstance(rep, dict):
+        raise _stats_error(path, "the file", "a JSON object", type(rep).__name__)
+    batch, num, steps = (int(_count(path, rep.get(k), k, integer=True, positive=True))
+                         for k in ("batch", "num", "steps"))
+    if rep.get("sampler") not in SAMPLERS:
+        raise _stats_error(path, "sampler", f"one of {', '.join(SAMPLERS)}", rep.get("sampler"))
+    per_call = _object(path, rep, "counters_per_call")
+    layers = _object(path, rep, "layers")
+    spikes = {}
+    for name, layer in layers.items():
+        if not isinstance(layer, dict):
+            raise _stats_error(path, f"layers.{name}", "an object", layer)
+        key = f"layers.{name}.spikes_per_call"
+        spikes[name] = _count(path, layer.get("spikes_per_call"), key) / batch
+    synops = {}
+    for name, value in _object(path, per_call, "synops", "counters_per_call.synops").items():
+        if name.count("->") != 1 or not all(name.split("->")):
+            raise _stats_error(path, "counters_per_call.synops", 'keys "source->target"', name)
+        synops[name] = _count(path, value, f"counters_per_call.synops.{name}") / batch
+    counters = {k: _count(path, per_call.get(k), f"counters_per_call.{k}") / batch
+                for k in ("neuron_updates", "host_macs")}
+    return Activity(spikes, synops, counters["neuron_updates"], counters["host_macs"], (),
+                    f"{path}: sdm-neuro simulate, {rep['sampler']} {steps} steps, "
+                    f"{num} samples (every call of the chain)", (rep["sampler"], steps),
+                    path=str(path))
+
+
+def check_activity(activity: Activity, graph: DeployGraph) -> None:
+    """Statistics read from a file must be of this model: its populations and projections, a
+    chain its diffusion steps allow. A :class:`UsageError` naming the file and key."""
+    where = activity.path or activity.source
+    pops = {p.name for p in graph.populations}
+    unknown, missing = sorted(set(activity.spikes) - pops), sorted(pops - set(activity.spikes))
+    if unknown or missing:
+        raise UsageError(f"{where}: layers are not this model's populations (unknown: "
+                         f"{unknown[:5]}, missing: {missing[:5]}); the statistics are of "
+                         "another model.")
+    projs = {f"{p.src}->{p.dst}" for p in graph.projections}
+    unknown = sorted(set(activity.synops) - projs)
+    if unknown:
+        raise UsageError(f"{where}: counters_per_call.synops names projections this model does "
+                         f"not have: {unknown[:5]}.")
+    if activity.chain is not None and activity.chain[1] > graph.config.diffusion_steps:
+        raise UsageError(f"{where}: steps is {activity.chain[1]}, more than the model's "
+                         f"{graph.config.diffusion_steps} diffusion steps.")

@@ -227,9 +227,11 @@ def energy_report(model: SpikingUNet, graph: DeployGraph, images: torch.Tensor,
     (noised to each measured t)."""
     from ..diffusion import LinearSchedule
     from ..diffusion.samplers import model_call_steps
-    from .activity import measure_activity, noised_batch, trajectory_steps
+    from .activity import check_activity, measure_activity, noised_batch, trajectory_steps
     from .ops import mean_ops, model_ops
 
+    if activity is not None:
+        check_activity(activity, graph)
     ts = trajectory_steps(sampler, graph.config.diffusion_steps, steps, calls)
     if activity is None:
         activity = measure_activity(graph, images, ts, batch=batch, seed=seed, progress=progress)
