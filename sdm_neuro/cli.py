@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ExportError, SdmNeuroError, UsageError
+from .errors import CheckpointError, ExportError, SdmNeuroError, UsageError
 from .fileio import sha256_file
 
 # ---------------------------------------------------------------------------------------------
@@ -880,7 +880,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         # A resumed run is the same run: its recipe comes from the checkpoint; only the length,
         # the device and where to write may change.
         ck = read_checkpoint(args.resume, weights="net")
-        stored = TrainConfig.from_dict(ck.meta.get("train_config") or {})
+        if not isinstance(ck.meta.get("train_config"), dict):
+            raise CheckpointError(f"{args.resume}: no 'meta.train_config' recipe; only "
+                                  "checkpoints written by 'sdm-neuro train' can be resumed.")
+        stored = TrainConfig.from_dict(ck.meta["train_config"], source=str(args.resume))
         model_config = ck.config
         for k, v in given.items():
             have = getattr(stored, k) if k in _TRAIN_FIELDS else getattr(model_config, k)

@@ -4,10 +4,44 @@ image size, which the reference keeps outside the model), as one frozen dataclas
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+
+# Upper limits of the configuration values (inclusive).
+LIMITS = {"ch": 1024, "num_res_blocks": 16, "img_ch": 64, "diffusion_steps": 100_000,
+          "snn_steps": 256, "img_size": 1024}
+MAX_LEVELS = 8  # len(ch_mult)
+MAX_CH_MULT = 64
+_INT_FIELDS = ("ch", "num_res_blocks", "img_ch", "diffusion_steps", "snn_steps", "img_size")
+
+
+
+def _invalid(msg: str) -> ConfigError:
+    return ConfigError(f"Invalid model configuration: {msg}.")
+
+
+def _strict_int(name: str, value: Any) -> int:
+    """``value`` as an int if it is one (numpy integers too); a bool, float or string is an
+    error, never a silent cast (``int(1.5)`` would truncate, ``int("12")`` parse)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    raise _invalid(f"{name} must be an integer (got {_show(value)})")
+
+
+def _strict_ch_mult(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _invalid(f"ch_mult must be a non-empty list of positive integers "
+                       f"(got {_show(value)})")
+    return tuple(_strict_int(f"ch_mult[{i}]", m) for i, m in enumerate(value))
+
+
+def _show(value: Any) -> str:
+    """A value and its type for an error message, shortened (it may come from a file)."""
+    text = repr(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} of type {type(value).__name__}"
 
 
 @dataclass(frozen=True)
@@ -29,26 +63,42 @@ class UNetConfig:
     img_size: int = 32
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
-        checks = [
-            (self.ch >= 2 and self.ch % 2 == 0, f"ch must be an even integer >= 2 (got {self.ch})"),
-            (len(self.ch_mult) >= 1 and all(m >= 1 for m in self.ch_mult),
-             f"ch_mult must be a non-empty list of positive integers (got {list(self.ch_mult)})"),
-            (self.num_res_blocks >= 0, f"num_res_blocks must be >= 0 (got {self.num_res_blocks})"),
-            (self.img_ch >= 1, f"img_ch must be >= 1 (got {self.img_ch})"),
-            (self.diffusion_steps >= 1, f"diffusion_steps must be >= 1 (got {self.diffusion_steps})"),
-            (self.snn_steps >= 1, f"snn_steps (T_snn) must be >= 1 (got {self.snn_steps})"),
-            (self.img_size >= 1, f"img_size must be >= 1 (got {self.img_size})"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"Invalid model configuration: {msg}.")
+        ints = {name: _strict_int(name, getattr(self, name)) for name in _INT_FIELDS}
+        for name, value in ints.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "ch_mult", _strict_ch_mult(self.ch_mult))
+        if not isinstance(self.tsm, bool):
+            raise _invalid(f"tsm must be true or false (got {_show(self.tsm)})")
+        if not (self.ch >= 2 and self.ch % 2 == 0):
+            raise _invalid(f"ch must be an even integer >= 2 (got {self.ch})")
+        if not all(m >= 1 for m in self.ch_mult):
+            raise _invalid(f"ch_mult must be a non-empty list of positive integers "
+                           f"(got {list(self.ch_mult)})")
+        lows = {"num_res_blocks": 0, "img_ch": 1, "diffusion_steps": 1, "snn_steps": 1,
+                "img_size": 1}
+        for name, low in lows.items():
+            if getattr(self, name) < low:
+                label = "snn_steps (T_snn)" if name == "snn_steps" else name
+                raise _invalid(f"{label} must be >= {low} (got {getattr(self, name)})")
+        self._check_limits()
         factor = 2 ** (len(self.ch_mult) - 1)
         if self.img_size % factor:
-            raise ConfigError(
-                f"Invalid model configuration: img_size {self.img_size} is not divisible by "
-                f"2**(len(ch_mult)-1) = {factor}, which {len(self.ch_mult)} resolution levels need."
-            )
+            raise _invalid(f"img_size {self.img_size} is not divisible by 2**(len(ch_mult)-1)"
+                           f" = {factor}, which {len(self.ch_mult)} resolution levels need")
+
+    def _check_limits(self) -> None:
+        """Upper limits, so that a checkpoint or manifest cannot make a reader allocate a
+        model or an activation map of absurd size (the values are far beyond any published
+        spiking diffusion model)."""
+        for name, limit in LIMITS.items():
+            if getattr(self, name) > limit:
+                raise _invalid(f"{name} {getattr(self, name):,} exceeds the limit {limit:,}")
+        if len(self.ch_mult) > MAX_LEVELS:
+            raise _invalid(f"ch_mult has {len(self.ch_mult)} levels, more than the limit "
+                           f"{MAX_LEVELS}")
+        if max(self.ch_mult) > MAX_CH_MULT:
+            raise _invalid(f"ch_mult {list(self.ch_mult)} has a multiplier above the limit "
+                           f"{MAX_CH_MULT}")
 
     @property
     def tdim(self) -> int:
@@ -62,15 +112,22 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> UNetConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: the model configuration is a {type(d).__name__}, "
+                              "expected a dict.")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown model configuration key(s) {unknown}; "
                               f"expected a subset of {sorted(names)}.")
+        missing = sorted(names - set(d))
+        if missing:
+            raise ConfigError(f"{source}: model configuration key(s) {missing} missing; "
+                              f"expected all of {sorted(names)}.")
         try:
             return cls(**d)
-        except TypeError as e:  # wrong value types
-            raise ConfigError(f"{source}: invalid model configuration {d}: {e}.") from None
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
     def replace(self, **changes: Any) -> UNetConfig:
         return dataclasses.replace(self, **changes)

@@ -24,9 +24,12 @@ import torch
 from .checkpoint import read_checkpoint, read_train_state, save_checkpoint
 from .config import PAPER_CIFAR10, UNetConfig
 from .diffusion import LinearSchedule, diffusion_loss
-from .errors import ConfigError, UsageError
+from .errors import CheckpointError, ConfigError, UsageError
 from .fileio import write_json
 from .models.unet import SpikingUNet
+
+MAX_STEPS = 10**9  # optimizer steps (and warm-up steps)
+MAX_BATCH = 1 << 16  # images per batch
 
 
 @dataclass(frozen=True)
@@ -46,20 +49,71 @@ class TrainConfig:
     hflip: bool = False
 
     def __post_init__(self) -> None:
-        checks = {"steps": self.steps >= 1, "batch_size": self.batch_size >= 1,
-                  "lr": self.lr > 0, "warmup": self.warmup >= 0, "grad_clip": self.grad_clip > 0,
-                  "ema_decay": 0.0 <= self.ema_decay < 1.0}
-        for name, ok in checks.items():
-            if not ok:
-                raise UsageError(f"train: invalid {name} = {getattr(self, name)!r}.")
+        problem = self._problem(dataclasses.asdict(self))
+        if problem:
+            name, option, rule = problem
+            raise UsageError(f"train: invalid {option} ({name}) = {_short(getattr(self, name))}: "
+                             f"must be {rule}.")
+
+    @classmethod
+    def _problem(cls, values: dict[str, Any]) -> tuple[str, str, str] | None:
+        """(field, option, rule) of the first value that breaks its rule, or None."""
+        for name, (option, ok, rule) in cls._rules().items():
+            if name in values and not ok(values[name]):
+                return name, option, rule
+        return None
+
+    @staticmethod
+    def _rules() -> dict[str, tuple[str, Callable[[Any], bool], str]]:
+        """Per field: its CLI option, the check, and the rule in words. Types are checked too:
+        a float step count or a string learning rate is an error, not a silent cast."""
+        def integer(low: int, high: int) -> Callable[[Any], bool]:
+            return lambda v: type(v) is int and low <= v <= high
+
+        def real(ok: Callable[[float], bool]) -> Callable[[Any], bool]:
+            return lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                              and math.isfinite(v) and ok(v))
+
+        return {
+            "dataset": ("--dataset", lambda v: isinstance(v, str) and v != "", "a dataset name"),
+            "data_dir": ("--data-dir", lambda v: v is None or isinstance(v, str),
+                         "a directory path"),
+            "steps": ("--steps", integer(1, MAX_STEPS), f"an integer from 1 to {MAX_STEPS:,}"),
+            "batch_size": ("--batch", integer(1, MAX_BATCH), f"an integer from 1 to {MAX_BATCH:,}"),
+            "lr": ("--lr", real(lambda v: v > 0), "a finite number > 0"),
+            "warmup": ("--warmup", integer(0, MAX_STEPS), f"an integer from 0 to {MAX_STEPS:,}"),
+            "grad_clip": ("--grad-clip", real(lambda v: v > 0), "a finite number > 0"),
+            "ema_decay": ("--ema-decay", real(lambda v: 0 <= v < 1), "a number in [0, 1)"),
+            "seed": ("--seed", integer(0, 2**63 - 1), "an integer from 0 to 2**63 - 1"),
+            "hflip": ("--hflip", lambda v: isinstance(v, bool), "true or false"),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: Any, *, source: str | None = None) -> TrainConfig:
+        """A recipe from a dict (a checkpoint's ``meta.train_config`` when ``source`` names the
+        file: then a bad value is that file's error, not an option's)."""
+        where = f"{source}: 'meta.train_config'" if source else "train config"
+        error = CheckpointError if source else UsageError
+        if not isinstance(d, dict):
+            raise error(f"{where} is a {type(d).__name__}, expected a dict.")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        unknown = sorted(map(str, set(d) - names))
+        if unknown:
+            raise error(f"{where}: unknown key(s) {unknown}; expected a subset of "
+                        f"{sorted(names)}.")
+        problem = cls._problem(d)
+        if problem:
+            name, _, rule = problem
+            raise error(f"{where}: '{name}' is {_short(d[name])}, which must be {rule}.")
+        return cls(**d)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def default_model_config(dataset: str, img_size: int | None = None) -> UNetConfig:
@@ -197,12 +251,7 @@ def train(model_config: UNetConfig, config: TrainConfig, *, out: str | Path,
     step, seconds, losses, run_loss = 0, 0.0, [], math.nan
 
     if resume is not None:
-        state = read_train_state(resume)
-        ck = read_checkpoint(resume, weights="net")
-        model.load_state_dict(ck.state_dict)
-        ema.load_state_dict(read_checkpoint(resume, weights="ema").state_dict)
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["rng"])
+        state = _restore(Path(resume), model_config, model, ema, opt, gen)
         step, seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
         run_loss = float(state.get("running_loss", math.nan))
         if step >= config.steps:
@@ -269,6 +318,66 @@ def train(model_config: UNetConfig, config: TrainConfig, *, out: str | Path,
         + (f"; release weights {release}" if release else ""))
     return TrainResult(out=out, release=Path(release) if release else None, step=step,
                        seconds=seconds, final_loss=run_loss, log_json=log_json, loss_png=loss_png)
+
+
+def _restore(path: Path, model_config: UNetConfig, model: SpikingUNet, ema: SpikingUNet,
+             opt: torch.optim.Optimizer, gen: torch.Generator) -> dict[str, Any]:
+    """Load a resumable checkpoint into the model, EMA, optimizer and generator; every part is
+    checked first, so a malformed file is an error naming its key, not a crash mid-run."""
+    state = read_train_state(path)
+    net = read_checkpoint(path, weights="net")
+    if net.config != model_config:
+        raise ConfigError(f"--resume {path}: the checkpoint's model {net.config.to_dict()} is not "
+                          f"the model to train {model_config.to_dict()}.")
+    if not net.has_ema:
+        raise CheckpointError(f"{path}: no 'ema_model' (every training checkpoint has one).")
+    model.load_state_dict(net.state_dict)
+    ema.load_state_dict(read_checkpoint(path, weights="ema").state_dict)
+    _check_optimizer_state(state["optimizer"], opt, path)
+    try:
+        opt.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: 'train_state.optimizer' does not fit the optimizer "
+                              f"({e}).") from None
+    try:
+        gen.set_state(state["rng"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: 'train_state.rng' is not a state of a {gen.device} "
+                              f"generator ({e}).") from None
+    return state
+
+
+def _check_optimizer_state(saved: dict[str, Any], opt: torch.optim.Optimizer, path: Path) -> None:
+    """The saved Adam state must be this optimizer's: one parameter group over the model's
+    parameters with the same hyper-parameters (lr aside: the schedule sets it every step), and
+    float moments of each parameter's shape (``load_state_dict`` would cast any dtype and
+    accept any shape, and the next step would crash)."""
+    fresh = opt.state_dict()["param_groups"]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    groups = saved["param_groups"]
+    where = f"{path}: 'train_state.optimizer'"
+    if len(groups) != len(fresh) or not all(isinstance(g, dict) for g in groups):
+        raise CheckpointError(f"{where} has {len(groups)} parameter group(s), expected "
+                              f"{len(fresh)}.")
+    for g, f in zip(groups, fresh):
+        if g.get("params") != f["params"]:
+            raise CheckpointError(f"{where} lists parameters {_short(g.get('params'))}, expected "
+                                  f"the model's {len(params)} parameters.")
+        changed = [k for k in f if k not in ("params", "lr") and k in g and g[k] != f[k]]
+        if changed:
+            raise CheckpointError(f"{where}: hyper-parameter(s) {changed} are "
+                                  f"{[g[k] for k in changed]}, expected {[f[k] for k in changed]}.")
+    for i, entry in saved["state"].items():
+        if type(i) is not int or not 0 <= i < len(params) or not isinstance(entry, dict):
+            raise CheckpointError(f"{where}: state entry {_short(i)} is not a parameter's state.")
+        for k, v in entry.items():
+            want = [] if k == "step" else list(params[i].shape)
+            if not (isinstance(v, torch.Tensor) and v.is_floating_point()
+                    and list(v.shape) == want):
+                got = (f"{v.dtype} {list(v.shape)}" if isinstance(v, torch.Tensor)
+                       else type(v).__name__)
+                raise CheckpointError(f"{where}: 'state.{i}.{k}' is {got}, expected a float "
+                                      f"tensor of shape {want}.")
 
 
 def _write_loss_report(out: Path, losses: list[list[float]], config: TrainConfig, step: int,
