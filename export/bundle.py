@@ -30,7 +30,7 @@ from ..config import UNetConfig
 from ..deploy.graph import HOST, DeployGraph, HostStages, NeuronParams, Population, Projection
 from ..deploy.quantize import BIAS_EXP_MAX, VTH_MAX, WEIGHT_EXP_RANGE, WEIGHT_MAX
 from ..errors import CheckpointError, ExportError, SdmNeuroError
-from ..fileio import read_json_limited, regular_file, sha256_file
+from ..fileio import read_json_limited, read_npy_header, regular_file, sha256_file
 from ..simulators.timed import MAX_DELAY
 
 BUNDLE_FORMAT = "sdm-neuro-bundle"
@@ -700,12 +700,8 @@ def read_host_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def _npy_member(f, size: int, where: str) -> np.ndarray:
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    if version not in ((1, 0), (2, 0)):
-        raise ExportError(f"{where}: .npy format version {version} (1.0 or 2.0 expected).")
-    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-    shape, fortran, dtype = read_header(f)
+    shape, fortran, dtype = read_npy_header(f, where=where, what="a .npy array",
+                                            error=ExportError)
     if dtype.hasobject or dtype.fields or dtype.kind not in "biuf":
         raise ExportError(f"{where}: dtype {dtype} is not a plain numeric array (object and "
                           "pickled arrays are refused).")

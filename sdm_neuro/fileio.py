@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 
 def regular_file(path: str | os.PathLike, *, what: str, error: type[Exception],
@@ -63,6 +64,25 @@ def read_json_limited(path: str | os.PathLike, *, what: str, error: type[Excepti
         raise error(f"{path}: JSON nested too deeply; expected {what}.") from None
     except ValueError as e:
         raise error(f"{path}: not valid JSON ({e}); expected {what}.") from None
+
+
+def read_npy_header(f: BinaryIO, *, where: str, what: str, error: type[Exception]
+                    ) -> tuple[tuple[int, ...], bool, Any]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` data in the open file ``f`` (format 1.0
+    or 2.0; 3.0 only adds UTF-8 record names), leaving ``f`` at the data: the readers check the
+    declared form and size against their limits and the file before reading any data."""
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise error(f"{where}: .npy format version {version[0]}.{version[1]}; expected 1.0 "
+                        f"or 2.0 holding {what}.")
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:  # bad magic, header or dtype
+        raise error(f"{where}: not {what} ({type(e).__name__}: {e}).") from None
+    return tuple(shape), fortran, dtype
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..fileio import regular_file
+from ..fileio import read_npy_header, regular_file
 from .classifier import (
     TrainedClassifier,
     load_classifier,
@@ -188,7 +188,8 @@ def read_samples(path: str | Path) -> torch.Tensor:
     path = regular_file(path, what=SAMPLES_FORM, error=UsageError, max_bytes=SAMPLES_MAX_BYTES)
     try:
         with open(path, "rb") as f:
-            shape, fortran, dtype = _npy_header(f, path)
+            shape, fortran, dtype = read_npy_header(f, where=str(path), what=SAMPLES_FORM,
+                                                    error=UsageError)
             _check_sample_form(path, shape, dtype)
             nbytes = math.prod(shape) * dtype.itemsize
             have = path.stat().st_size - f.tell()
@@ -204,24 +205,6 @@ def read_samples(path: str | Path) -> torch.Tensor:
     arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
     check_images(arr, str(path))
     return torch.from_numpy(arr.astype(np.float32))  # a writable native-order copy
-
-
-def _npy_header(f: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) of a .npy file (format 1.0 or 2.0) positioned at its data."""
-    from numpy.lib import format as npy
-
-    try:
-        version = npy.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = npy.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = npy.read_array_header_2_0(f)
-        else:  # 3.0 only adds UTF-8 field names, i.e. structured arrays
-            raise UsageError(f"{path}: .npy format version {version[0]}.{version[1]}; "
-                             f"expected 1.0 or 2.0 holding {SAMPLES_FORM}.")
-    except (ValueError, SyntaxError, TypeError) as e:  # bad magic, header or dtype
-        raise UsageError(f"{path}: not {SAMPLES_FORM} ({e}).") from None
-    return shape, fortran, dtype
 
 
 def _check_sample_form(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:

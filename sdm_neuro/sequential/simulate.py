@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..fileio import regular_file
+from ..fileio import read_npy_header, regular_file
 from ..simulators.sequential import run_integer
 from .network import SequentialSNN, run_float
 from .quantize import QuantizedSNN, quantize_sequential
@@ -43,23 +43,6 @@ def check_run_size(net: SequentialSNN, steps: int, batch: int, what: str) -> Non
                          f"samples.")
 
 
-def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) from a .npy header, the file positioned at its data."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(f)
-        else:
-            raise UsageError(f"{path}: .npy format version {version[0]}.{version[1]} is not "
-                             f"supported (1.0 or 2.0).")
-    except (ValueError, EOFError, SyntaxError, TypeError) as e:
-        raise UsageError(f"{path}: not a .npy array ({type(e).__name__}: {e}).") from None
-    return tuple(shape), dtype
-
-
 def load_input(path: Path, input_shape: tuple[int, ...], steps: int, *,
                net: SequentialSNN | None = None) -> torch.Tensor:
     """``.npy`` of [B, *input_shape] (held for ``steps`` steps) or [T, B, *input_shape] of
@@ -72,7 +55,8 @@ def load_input(path: Path, input_shape: tuple[int, ...], steps: int, *,
     n = len(input_shape)
     want = f"[B, {', '.join(map(str, input_shape))}] or [T, B, {', '.join(map(str, input_shape))}]"
     with open(path, "rb") as f:
-        shape, dtype = _npy_header(f, path)
+        shape, _, dtype = read_npy_header(f, where=str(path), what="a .npy array",
+                                          error=UsageError)
         if dtype.kind not in "biuf" or dtype.fields is not None or dtype.shape != ():
             raise UsageError(f"{path}: elements of type {dtype}; the input must be numbers "
                              f"(bool, integer or float), not strings, objects or records.")
