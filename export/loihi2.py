@@ -91,7 +91,7 @@ def connection_matrix(proj: Projection, src_shape: tuple[int, int, int],
     return m
 
 
-def weight_parts(m, weight_exp: int = 0) -> list:
+def weight_parts(m, weight_exp: int = 0, where: str = "a projection") -> list:
     """Split an integer matrix into matrices whose entries fit one Lava synapse (even values in
     [-256, 254]) and whose Lava outputs sum to the whole matrix's, ``(m @ s) << weight_exp``:
     usually one part; folded upsample taps may need more.
@@ -102,7 +102,8 @@ def weight_parts(m, weight_exp: int = 0) -> list:
     multiples of ``2**-weight_exp`` (their sums then shift exactly): those take the multiples,
     one more part the remainders ``m mod 2**-weight_exp``, which are even and fit."""
     if m.nnz and (m.data % 2).any():
-        raise ExportError("a synaptic weight is odd: Lava's mixed-sign weights are even.")
+        raise ExportError(f"{where}: a synaptic weight is odd; Lava's mixed-sign weights are "
+                          "even.")
     if not m.nnz or (m.data.min() >= WEIGHT_MIN and m.data.max() <= WEIGHT_MAX):
         return [m.copy()] if m.nnz else []
     parts, rest, hi = [], m.copy(), WEIGHT_MAX
@@ -115,7 +116,7 @@ def weight_parts(m, weight_exp: int = 0) -> list:
         rest = m - rem
         rest.eliminate_zeros()
         if unit > -WEIGHT_MIN or (hi <= 0 and rest.nnz and rest.data.max() > 0):
-            raise ExportError(f"weight_exp {weight_exp}: the matrix needs more than one Lava "
+            raise ExportError(f"{where}: weight_exp {weight_exp}: the matrix needs more than one Lava "
                               f"synapse per weight, and its parts would have to be multiples of "
                               f"{unit} in [-256, 254], which they cannot be exactly.")
         parts = [rem] if rem.nnz else []
@@ -198,7 +199,7 @@ def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
         for k in steps:
             m = connection_matrix(proj, src.shape, dst.shape, step=k or 0)
             origin = lifs[proj.src] if k is None else relay(proj.src, k)
-            for part in weight_parts(m, proj.weight_exp):
+            for part in weight_parts(m, proj.weight_exp, f"{proj.src} -> {proj.dst}"):
                 connect(origin, sparse(part, proj.weight_exp, proj.delay), lifs[proj.dst])
     return next(iter(lifs.values())), sinks, lifs
 

@@ -19,30 +19,22 @@ import nir
 import torch
 
 from ..errors import CheckpointError, ConfigError, ExportError
-from ..fileio import read_text_limited, regular_file, sha256_file, write_json
+from ..checkpoint import load_torch_file
+from ..fileio import regular_file, sha256_file, write_json
 from ..sequential.nir_io import from_nir, to_nir
 from ..sequential.quantize import QuantizedSNN, from_state, to_state
-from .bundle import MANIFEST, NIR_FILE, read_manifest
+from .bundle import MANIFEST, NIR_FILE, bundle_format, read_manifest
 from .netx import NETX_FILE, write_netx
 
 SEQ_FORMAT, SEQ_VERSION = "sdm-neuro-sequential-bundle", 1
 QUANT_FILE = "quantized.pt"
-MAX_MANIFEST_BYTES = 16 << 20
 MAX_QUANT_BYTES = 1 << 30
 
 
 def is_sequential_bundle(path: str | Path) -> bool:
-    """Whether ``path`` holds a sequential bundle's manifest. Only a regular, small manifest is
-    read (a named pipe would block); anything else is left to the reader to report."""
-    import json
-
-    try:
-        text = read_text_limited(Path(path) / MANIFEST, what="a bundle manifest",
-                                 error=CheckpointError, max_bytes=MAX_MANIFEST_BYTES)
-        manifest = json.loads(text)
-    except (CheckpointError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("format") == SEQ_FORMAT
+    """Whether ``path`` holds a sequential bundle's manifest (a guarded peek, see
+    :func:`~sdm_neuro.export.bundle.bundle_format`)."""
+    return bundle_format(path) == SEQ_FORMAT
 
 
 def write_sequential_bundle(qnet: QuantizedSNN, out: Path, manifest: dict[str, Any], *,
@@ -81,10 +73,7 @@ def read_sequential_bundle(path: str | Path) -> tuple[QuantizedSNN, dict[str, An
         net = from_nir(path / NIR_FILE)
         quant = regular_file(path / QUANT_FILE, what="integer parameters (torch.save)",
                              error=ExportError, max_bytes=MAX_QUANT_BYTES)
-        try:
-            state = torch.load(quant, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise ExportError(f"{quant}: not readable ({type(e).__name__}: {e}).") from None
+        state = load_torch_file(quant)
         return from_state(net, state, source=str(quant)), manifest
     except (CheckpointError, ConfigError) as e:
         raise ExportError(str(e)) from None

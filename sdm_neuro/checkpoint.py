@@ -83,9 +83,11 @@ def _guarded_file(path: Path) -> Path:
                         max_bytes=MAX_CHECKPOINT_BYTES)
 
 
-def _torch_load(path: Path) -> Any:
+def load_torch_file(path: Path) -> Any:
     """``torch.load(weights_only=True)`` of a file that passed the size checks of
-    :func:`_check_zip`; every tensor in the result passes :func:`_check_loaded_tensors`."""
+    :func:`_check_zip`; every tensor in the result passes :func:`_check_loaded_tensors`. The one
+    way this project reads a ``torch.save`` file (checkpoints, graphs, classifiers, bundle
+    parameters): a :class:`CheckpointError` naming the file otherwise."""
     path = _guarded_file(path)
     _check_zip(path)
     try:
@@ -184,7 +186,10 @@ def _zip_directory_bytes(f: Any, size: int) -> int | None:
     if directory == 0xFFFFFFFF:  # zip64: the size is in the zip64 end record
         if i < 20 or tail[i - 20:i - 16] != b"PK\x06\x07":
             return None
-        f.seek(struct.unpack_from("<Q", tail, i - 12)[0])
+        offset = struct.unpack_from("<Q", tail, i - 12)[0]
+        if offset > size - 56:  # points past the file: no directory to size
+            return None
+        f.seek(offset)
         record = f.read(56)
         if len(record) < 56 or record[:4] != b"PK\x06\x06":
             return None
@@ -280,7 +285,7 @@ def read_checkpoint(path: str | Path, *, weights: WeightsChoice = "auto",
     fixed by its ``tsmp`` shape and cannot be overridden).
     """
     path = Path(path)
-    obj = _safetensors_load(path) if path.suffix == ".safetensors" else _torch_load(path)
+    obj = _safetensors_load(path) if path.suffix == ".safetensors" else load_torch_file(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a checkpoint: the file holds a {type(obj).__name__}, "
                               "expected a dict with 'net_model' and/or 'ema_model'.")
@@ -630,7 +635,7 @@ def read_train_state(path: str | Path) -> dict[str, Any]:
     """The ``train_state`` of a checkpoint written by ``sdm-neuro train`` (for ``--resume``),
     its entries checked (the optimizer's against the model in :func:`training.train`)."""
     path = Path(path)
-    obj = _safetensors_load(path) if path.suffix == ".safetensors" else _torch_load(path)
+    obj = _safetensors_load(path) if path.suffix == ".safetensors" else load_torch_file(path)
     state = obj.get("train_state") if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: no training state to resume from (only checkpoints "

@@ -63,10 +63,10 @@ def positive_finite_float(text: str) -> float:
 
 
 def probability(text: str) -> float:
-    """A number in [0, 1]."""
+    """A number in (0, 1]: a spike rate of 0 would calibrate on silence."""
     value = _number(text, float)
-    if not 0.0 <= value <= 1.0:  # also false for nan
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] (got {text})")
+    if not 0.0 < value <= 1.0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1] (got {text})")
     return value
 
 
@@ -149,10 +149,10 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
                         "the shipped default model (digits, 16x16)")
     p.add_argument("--weights", choices=("auto", "ema", "net"), default="auto",
                    help="which weights to use: ema_model when present (auto), or force one")
-    p.add_argument("--snn-steps", type=int, default=None, metavar="T",
+    p.add_argument("--snn-steps", type=positive_int, default=None, metavar="T",
                    help="SNN time steps T_snn (reference checkpoints do not store it; default 4; "
                         "fixed by the tsmp shape for TSM models)")
-    p.add_argument("--img-size", type=int, default=None, metavar="PX",
+    p.add_argument("--img-size", type=positive_int, default=None, metavar="PX",
                    help="image side length (reference checkpoints do not store it; default 32)")
 
 
@@ -208,7 +208,7 @@ def _add_sequential_args(p: argparse.ArgumentParser) -> None:
                         "spikes, others a current (default: random spikes)")
     g.add_argument("--time-steps", type=positive_int, default=32, help="time steps (default 32)")
     g.add_argument("--rate", type=probability, default=0.2,
-                   help="spike probability of the random input, in [0, 1] (default 0.2)")
+                   help="spike probability of the random input, in (0, 1] (default 0.2)")
     g.add_argument("--dt", type=positive_finite_float, default=None,
                    help="time step the LIF constants assume (default: from the file)")
 
@@ -359,6 +359,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .diffusion import LinearSchedule, generate
     from .evaluation.evaluate import (
+        check_kid_options,
         class_histogram_png,
         evaluate_images,
         get_classifier,
@@ -369,6 +370,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import atomic_dir, write_json, write_npy
     from .images import save_grid
 
+    check_kid_options(args.kid_subsets, args.kid_subset_size)  # before sampling, not after
     _set_threads(args)
     t0 = time.perf_counter()
     with atomic_dir(args.out, force=args.force) as tmp:
@@ -454,7 +456,7 @@ def _from_bundle(args: argparse.Namespace):
         raise UsageError("--threshold-scale: a bundle's thresholds were fixed at export; "
                          "export again with --threshold-scale.")
     graph, manifest = read_bundle(args.bundle)
-    src = manifest.get("checkpoint", {})
+    src = manifest.get("checkpoint") or {}
     path = args.checkpoint
     if path is None and src.get("path") and Path(src["path"]).is_file() \
             and sha256_file(Path(src["path"])) == src.get("sha256"):
@@ -463,7 +465,7 @@ def _from_bundle(args: argparse.Namespace):
     if path is not None:
         model, _ = load_model(path, weights=args.weights, snn_steps=graph.config.snn_steps,
                                  img_size=graph.config.img_size)
-        scale = manifest.get("quantization", {}).get("threshold_scale", 1.0)
+        scale = (manifest.get("quantization") or {}).get("threshold_scale", 1.0)
         if scale != 1.0:
             model.set_threshold(scale)
     else:
@@ -874,6 +876,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, default_model_config, train
 
     _set_threads(args)
+    out = args.out or args.resume
+    if out is None:
+        raise UsageError("train: --out CKPT is required (or --resume CKPT to continue a run).")
+    if args.out is None:  # the resumed checkpoint is rewritten in place
+        _check_output(out, "--resume", "file", force=None)
     given = {k: getattr(args, k) for k in _TRAIN_FIELDS + _MODEL_FIELDS
              if getattr(args, k) is not None}
     if args.resume is not None:
@@ -905,11 +912,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "data_dir" in tc:
             tc["data_dir"] = str(tc["data_dir"])
         config = TrainConfig(**tc, **({} if args.steps is None else {"steps": args.steps}))
-    out = args.out or (args.resume if args.resume is not None else None)
-    if out is None:
-        raise UsageError("train: --out CKPT is required (or --resume CKPT to continue a run).")
-    if args.out is None:  # the resumed checkpoint is rewritten in place
-        _check_output(out, "--resume", "file", force=None)
     res = train(model_config, config, out=out, save_every=args.save_every, device=args.device,
                 resume=args.resume, init=args.init, release=args.release,
                 progress=not args.quiet, command=shlex.join(["sdm-neuro", *sys.argv[1:]]))
@@ -1112,8 +1114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ch", type=int, default=None)
     g.add_argument("--ch-mult", type=_ch_mult, default=None, metavar="M1,M2,...")
     g.add_argument("--num-res-blocks", type=int, default=None)
-    g.add_argument("--snn-steps", type=int, default=None, metavar="T")
-    g.add_argument("--img-size", type=int, default=None, metavar="PX")
+    g.add_argument("--snn-steps", type=positive_int, default=None, metavar="T")
+    g.add_argument("--img-size", type=positive_int, default=None, metavar="PX")
     g.add_argument("--tsm", action="store_true", default=None,
                    help="SDM temporal-wise spiking mechanism (per-step conv gains)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -33,6 +33,8 @@ def regular_file(path: str | os.PathLike, *, what: str, error: type[Exception],
                 "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                 "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
         raise error(f"{path}: is {kind}, not {what} (only regular files are read).")
+    if not os.access(path, os.R_OK):
+        raise error(f"{path}: cannot be read (permission denied; expected {what}).")
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} bytes {what} "
                     "may have.")

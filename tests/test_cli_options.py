@@ -25,7 +25,7 @@ TINY = UNetConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2,
 
 INT = "must be an integer >= 1"
 POS = "must be a finite number > 0"
-PROB = "must be a number in [0, 1]"
+PROB = "must be a number in (0, 1]"
 SEED = "must be an integer in [0, 4294967295]"
 
 
@@ -79,6 +79,7 @@ BAD_VALUES = [
     ("simulate", "--dt", "-0.001", POS), ("simulate", "--time-steps", "0", INT),
     ("simulate", "--time-steps", "-1", INT), ("simulate", "--rate", "-0.1", PROB),
     ("simulate", "--rate", "1.5", PROB), ("simulate", "--rate", "nan", PROB),
+    ("simulate", "--rate", "0", PROB), ("simulate", "--snn-steps", "0", INT),
     ("simulate", "--threads", "-1", INT),
     ("energy-report", "--batch", "0", INT), ("energy-report", "--calls", "0", INT),
     ("energy-report", "--steps", "0", INT), ("energy-report", "--steps", "-1", INT),
@@ -107,6 +108,14 @@ def test_bad_option_values_are_usage_errors(tmp_path, capsys, no_work, command, 
     assert "work started" not in err and not out.exists()
 
 
+def test_kid_subset_size_1_is_refused_before_sampling(tmp_path, capsys, no_work):
+    out = tmp_path / "o"
+    assert cli(["evaluate", "--kid-subset-size", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--kid-subset-size must be an integer >= 2" in err
+    assert "work started" not in err and not out.exists()
+
+
 def test_bad_option_exits_2_from_the_shell():
     r = subprocess.run([sys.executable, "-m", "sdm_neuro", "simulate", "--compare-every", "0"],
                        capture_output=True, text=True, timeout=120)
@@ -118,12 +127,12 @@ def test_bad_option_exits_2_from_the_shell():
 def test_option_types_accept_the_limits_and_refuse_beyond():
     assert positive_int("1") == 1 and positive_int("250") == 250
     assert positive_finite_float("1e-3") == 0.001 and positive_finite_float("0.998") == 0.998
-    assert probability("0") == 0.0 and probability("1") == 1.0 and probability("0.2") == 0.2
+    assert probability("1e-9") == 1e-9 and probability("1") == 1.0 and probability("0.2") == 0.2
     assert seed_int("0") == 0 and seed_int("4294967295") == 4294967295
     for parse, text in ((positive_int, "0"), (positive_int, "1.5"), (positive_int, ""),
                         (positive_finite_float, "-inf"), (positive_finite_float, "1e999"),
                         (positive_finite_float, "x"), (probability, "1.0000001"),
-                        (probability, "-0.0001"), (probability, "inf"),
+                        (probability, "-0.0001"), (probability, "0"), (probability, "inf"),
                         (seed_int, "4294967296"), (seed_int, "-1")):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)

@@ -82,7 +82,8 @@ def test_evaluate_trains_a_classifier_for_other_datasets(tmp_path, capsys):
 
 
 def test_bad_classifier_files(tmp_path):
-    with pytest.raises(CheckpointError, match="no such classifier"):
+    with pytest.raises(CheckpointError,
+                       match=r"none\.pt: no such file \(expected an sdm-neuro classifier"):
         load_classifier(tmp_path / "none.pt")
     torch.save({"net_model": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an sdm-neuro classifier"):

@@ -484,7 +484,7 @@ def test_bundle_with_truncated_quantized_parameters_is_refused(bundle_src, tmp_p
     data = (bundle_src / "quantized.pt").read_bytes()
     b = _tampered(bundle_src, tmp_path, raw=data[:len(data) // 2])
     _cli_fails(capsys, ["simulate", "--bundle", str(b), "--out", str(tmp_path / "o"),
-                        "--quiet"], 7, str(b / "quantized.pt"), "not readable")
+                        "--quiet"], 7, str(b / "quantized.pt"), "truncated or corrupted")
 
 
 def test_bundle_whose_manifest_omits_quantized_pt_is_refused(bundle_src, tmp_path):

@@ -167,9 +167,9 @@ class DeployGraph:
 
     @classmethod
     def load(cls, path: str | Path) -> DeployGraph:
-        from ..checkpoint import _torch_load
+        from ..checkpoint import load_torch_file
 
-        return cls.from_dict(_torch_load(Path(path)), source=str(path))
+        return cls.from_dict(load_torch_file(Path(path)), source=str(path))
 
 
 def synapses(proj: Projection, src_shape: tuple[int, int, int]) -> int:

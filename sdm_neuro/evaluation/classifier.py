@@ -5,8 +5,6 @@ other figures computed with the same classifier file), and its softmax gives rec
 from __future__ import annotations
 
 import dataclasses
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,16 +156,11 @@ def save_classifier(path: str | Path, clf: TrainedClassifier) -> Path:
 
 
 def load_classifier(path: str | Path) -> TrainedClassifier:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such classifier file.")
-    regular_file(path, what="an sdm-neuro classifier file", error=CheckpointError,
-                 max_bytes=MAX_CLASSIFIER_BYTES)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable classifier file ({type(e).__name__}: "
-                              f"{str(e)[:160]}).") from None
+    from ..checkpoint import load_torch_file
+
+    path = regular_file(path, what="an sdm-neuro classifier file", error=CheckpointError,
+                        max_bytes=MAX_CLASSIFIER_BYTES)
+    obj = load_torch_file(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_TAG:
         raise CheckpointError(f"{path}: not an sdm-neuro classifier file (expected format "
                               f"{FORMAT_TAG!r}).")

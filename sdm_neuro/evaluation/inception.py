@@ -263,8 +263,6 @@ def load_inception(path: str | os.PathLike[str]) -> InceptionFeatures:
     if not p.exists():
         raise CheckpointError(f"{p}: Inception weight file not found (pytorch-fid's "
                               "pt_inception-2015-12-05-6726825d.pth)")
-    if not p.is_file():
-        raise CheckpointError(f"{p}: Inception weight path is not a file")
     regular_file(p, what="pytorch-fid's Inception weights", error=CheckpointError,
                  max_bytes=MAX_WEIGHTS_BYTES)
     try:
