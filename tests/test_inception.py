@@ -174,7 +174,7 @@ def _expect_error(path: Path, match: str, cls: type[Exception] = CheckpointError
 
 def test_load_errors_name_the_file(tmp_path: Path, meta_state: dict) -> None:
     _expect_error(tmp_path / "absent.pth", "not found")
-    _expect_error(tmp_path, "not a file")
+    _expect_error(tmp_path, "is a directory, not pytorch-fid's Inception weights")
 
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a torch file")
