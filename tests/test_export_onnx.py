@@ -91,7 +91,7 @@ def test_check_onnx_reports_a_mismatch_with_the_measured_difference(exported):
     assert near.max_abs_diff == pytest.approx(small, abs=0.05 * good.eps_range)
 
 
-def test_export_command_writes_a_bundle(tmp_path, capsys):
+def test_export_command_writes_a_bundle(tmp_path, capsys, monkeypatch):
     ckpt = save_checkpoint(tmp_path / "m.pt", TINY, _randomized(TINY).state_dict())
     out = tmp_path / "bundle"
     assert cli(["export", str(ckpt), "--target", "onnx", "--out", str(out)]) == 0
@@ -103,7 +103,12 @@ def test_export_command_writes_a_bundle(tmp_path, capsys):
     assert cli(["export", str(ckpt), "--target", "onnx", "--out", str(out)]) == 2
     assert f"--out {out}: output directory exists and is not empty; pass --force" in \
         capsys.readouterr().err
+    first = tmp_path / "first.onnx"
+    shutil.copyfile(out / "denoiser.onnx", first)  # --force replaces it: no second export
+    monkeypatch.setattr(onnx_export, "export_onnx",
+                        lambda model, path, **kwargs: shutil.copyfile(first, path))
     assert cli(["export", str(ckpt), "--target", "onnx", "--out", str(out), "--force"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["check_against_pytorch"]["ok"]
 
 
 def test_export_fails_with_exit_code_7_and_no_bundle_when_onnxruntime_disagrees(
