@@ -64,9 +64,8 @@ def read_sequential_bundle(path: str | Path) -> tuple[QuantizedSNN, dict[str, An
     (exit code 7, as for U-Net bundles)."""
     path = Path(path)
     manifest = read_manifest(path, SEQ_FORMAT, SEQ_VERSION, error=ExportError)
-    files = manifest.get("files")
-    for name in (NIR_FILE, QUANT_FILE):
-        if not isinstance(files, dict) or name not in files:
+    for name in (NIR_FILE, QUANT_FILE):  # read_manifest checked that "files" is an object
+        if name not in manifest["files"]:
             raise ExportError(f"{path / MANIFEST}: does not list {name}; a sequential "
                               f"bundle has {NIR_FILE} and {QUANT_FILE}.")
     try:  # the readers shared with plain .nir and parameter files name the file themselves

@@ -218,8 +218,9 @@ def _apply_threshold_scale(args: argparse.Namespace, model) -> None:
         model.set_threshold(args.threshold_scale)
 
 
-def _threshold_scale(args: argparse.Namespace) -> float:
-    return 1.0 if args.threshold_scale is None else args.threshold_scale
+def _or_one(value: float | None) -> float:
+    """A threshold option as recorded in reports: unset means the model's own (1.0)."""
+    return 1.0 if value is None else value
 
 
 def _check_steps(sampler: str, steps: int, diffusion_steps: int) -> None:
@@ -315,10 +316,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _threshold(args: argparse.Namespace) -> float:
-    return 1.0 if args.threshold is None else args.threshold
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -345,7 +342,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     write_json(out / "sample.json", {
         "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt.path), "weights": ckpt.weights,
         "config": cfg.to_dict(), "sampler": args.sampler, "steps": args.steps, "num": args.num,
-        "batch": args.batch, "seed": args.seed, "threshold": _threshold(args),
+        "batch": args.batch, "seed": args.seed, "threshold": _or_one(args.threshold),
         "seconds": round(elapsed, 3), "notes": list(ckpt.notes),
         "files": {"grid": "samples.png", "samples": "samples.npy ([N,C,H,W] float32 in [-1,1])"},
     })
@@ -397,7 +394,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                progress=not args.quiet)
             source = {"checkpoint": str(ckpt.path), "weights": ckpt.weights,
                       "config": cfg.to_dict(), "sampler": args.sampler, "steps": args.steps,
-                      "num": args.num, "seed": args.seed, "threshold": _threshold(args),
+                      "num": args.num, "seed": args.seed, "threshold": _or_one(args.threshold),
                       "notes": list(ckpt.notes)}
             arr = samples.numpy().astype(np.float32)
             write_npy(tmp / "samples.npy", arr)
@@ -589,7 +586,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt_path),
         "bundle": None if args.bundle is None else str(args.bundle), "mode": args.mode,
         "sampler": args.sampler, "steps": args.steps, "num": args.num, "batch": args.batch,
-        "seed": args.seed, "threshold_scale": _threshold_scale(args),
+        "seed": args.seed, "threshold_scale": _or_one(args.threshold_scale),
         "seconds": {"build": round(t_build, 2), "integer_sampling": round(t_int, 2),
                     "float_sampling": round(t_float, 2)},
         "graph": {"populations": len(graph.populations), "projections": len(graph.projections)},
@@ -741,7 +738,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
             "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
             "onnx": onnx.__version__, "checkpoint": str(ckpt.path),
             "checkpoint_sha256": sha256_file(ckpt.path), "model_config": ckpt.config.to_dict(),
-            "threshold_scale": _threshold_scale(args),
+            "threshold_scale": _or_one(args.threshold_scale),
             "files": {"denoiser.onnx": {
                 "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
                 "what": "float denoiser, one call: inputs x_t [B, C, H, W] float32 and t [B] "
@@ -775,7 +772,7 @@ def _export_bundle(args: argparse.Namespace) -> int:
         "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "kind": ckpt.kind,
                        "weights": ckpt.weights},
         "dataset": dataset, "model_config": graph.config.to_dict(),
-        "quantization": {"threshold_scale": _threshold_scale(args),
+        "quantization": {"threshold_scale": _or_one(args.threshold_scale),
                          "calibration": {"dataset": dataset, "seed": args.seed, **CALIBRATION,
                                          "what": "training images noised at uniformly random t"},
                          "populations": graph.meta.get("quantization", {})},
