@@ -29,9 +29,10 @@ def default_model_call(repeats: int) -> dict:
     from sdm_neuro.assets import default_model_path
     from sdm_neuro.checkpoint import load_model
     from sdm_neuro.data import load_dataset
-    from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
+    from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
     from sdm_neuro.simulators.integer import IntegerSimulator
-    from sdm_neuro.simulators.timed import TimedSimulator, schedule
+    from sdm_neuro.simulators.timed import TimedSimulator
+    from sdm_neuro.compiler.schedule import schedule
 
     model, _ = load_model(default_model_path())
     images = load_dataset("digits", img_size=16).images
@@ -59,7 +60,7 @@ if kind == "float":
     with torch.no_grad():
         model(x, t); t0 = time.perf_counter(); model(x, t); sec = time.perf_counter() - t0
 else:
-    from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
+    from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
     from sdm_neuro.simulators.integer import IntegerSimulator
     g = build_integer_graph(model, calibration_inputs(torch.rand(8, 3, 32, 32) * 2 - 1,
                                                      batches=1, batch_size=2))

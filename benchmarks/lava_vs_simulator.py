@@ -34,10 +34,11 @@ def main() -> None:
     from sdm_neuro.assets import default_model_path
     from sdm_neuro.checkpoint import load_model
     from sdm_neuro.data import load_dataset
-    from sdm_neuro.deploy.pipeline import build_integer_graph, calibration_inputs
-    from sdm_neuro.export.loihi2 import bias_mantissas, lava_call, run_network
+    from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
+    from sdm_neuro.export.lava_runtime import bias_mantissas, lava_call, run_network
     from sdm_neuro.simulators.integer import IntegerSimulator
-    from sdm_neuro.simulators.timed import TimedSimulator, schedule
+    from sdm_neuro.simulators.timed import TimedSimulator
+    from sdm_neuro.compiler.schedule import schedule
 
     model, _ = load_model(default_model_path())
     graph = schedule(build_integer_graph(model, calibration_inputs(

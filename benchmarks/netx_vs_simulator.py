@@ -21,7 +21,7 @@ from sdm_neuro.fileio import write_json
 
 
 def network():
-    from sdm_neuro.sequential.network import Layer, Neurons, SequentialSNN, Synapse
+    from sdm_neuro.ir.feedforward import Layer, Neurons, FeedForwardSNN, Synapse
 
     g = torch.Generator().manual_seed(0)
 
@@ -38,7 +38,7 @@ def network():
     for i, s in enumerate((s1, s2, s3)):
         one = torch.ones(s.out_shape, dtype=torch.float64)
         layers.append(Layer(f"l{i}", s, Neurons("LIF", one, one * 0.875, one, one * 0)))
-    return SequentialSNN((1, 28, 28), tuple(layers), 1e-3, "benchmark")
+    return FeedForwardSNN((1, 28, 28), tuple(layers), 1e-3, "benchmark")
 
 
 def main() -> None:
@@ -52,14 +52,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from sdm_neuro.export.netx import run_netx
-    from sdm_neuro.sequential.network import run_float
-    from sdm_neuro.sequential.quantize import quantize_sequential
-    from sdm_neuro.sequential.simulate import random_spikes
-    from sdm_neuro.simulators.sequential import run_integer
+    from sdm_neuro.ir.feedforward import run_float
+    from sdm_neuro.compiler.quantize_feedforward import quantize_feedforward
+    from sdm_neuro.run.feedforward import random_spikes
+    from sdm_neuro.simulators.feedforward import run_integer
 
     net = network()
     x = random_spikes(net.input_shape, args.steps, args.batch, 0.2, 0)
-    qnet = quantize_sequential(net, x)
+    qnet = quantize_feedforward(net, x)
     t_float = timed(lambda: run_float(net, x), args.repeats)
     t_int = timed(lambda: run_integer(qnet, x), args.repeats)
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ point, and the lava-dl netx file for it.
 
 Trains a small snnTorch network (64 -> 64 LIF -> 10 LIF, reset to zero) on scikit-learn's 8x8
 digits with rate-coded input spikes, exports it with snnTorch's ``export_to_nir``, reads the file
-with :func:`sdm_neuro.sequential.nir_io.from_nir`, quantizes it on training inputs, and scores
+with :func:`sdm_neuro.frontends.feedforward_nir.feedforward_from_nir`, quantizes it on training inputs, and scores
 the held-out digits three ways: snnTorch itself, this project's float reference, and the integer
 (Loihi 2 fixed point) simulator. Then writes the netx HDF5 (``sdm-neuro export net.nir``
 does the same from the command line). CPU, well under a minute; nothing is downloaded.
@@ -25,10 +25,10 @@ from snntorch import utils as snn_utils
 from snntorch.export_nir import export_to_nir
 
 from sdm_neuro.export.netx import write_netx
-from sdm_neuro.sequential.network import run_float
-from sdm_neuro.sequential.nir_io import from_nir
-from sdm_neuro.sequential.quantize import quantize_sequential
-from sdm_neuro.simulators.sequential import run_integer
+from sdm_neuro.ir.feedforward import run_float
+from sdm_neuro.frontends.feedforward_nir import feedforward_from_nir
+from sdm_neuro.compiler.quantize_feedforward import quantize_feedforward
+from sdm_neuro.simulators.feedforward import run_integer
 
 STEPS = 16
 
@@ -90,8 +90,8 @@ def main() -> None:
 
     path = args.out / "digits_snn.nir"
     nir.write(path, export_to_nir(net, torch.zeros(1, 64), ignore_dims=[0]))
-    snn_net = from_nir(path)  # snnTorch's dt (1e-4) recognised from the file
-    qnet = quantize_sequential(snn_net, encode(images[train[:256]], seed=20_000).double())
+    snn_net = feedforward_from_nir(path)  # snnTorch's dt (1e-4) recognised from the file
+    qnet = quantize_feedforward(snn_net, encode(images[train[:256]], seed=20_000).double())
     x64 = x_test.double()
     acc_float = accuracy(run_float(snn_net, x64)[-1].sum(0), labels[test])
     acc_int = accuracy(run_integer(qnet, x64)[-1].sum(0), labels[test])

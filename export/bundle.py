@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from ..config import UNetConfig
-from ..deploy.graph import HOST, DeployGraph, HostStages, NeuronParams, Population, Projection
-from ..deploy.quantize import BIAS_EXP_MAX, VTH_MAX, WEIGHT_EXP_RANGE, WEIGHT_MAX
+from ..ir.graph import HOST, DeployGraph, HostStages, NeuronParams, Population, Projection
+from ..compiler.quantize_graph import BIAS_EXP_MAX, VTH_MAX, WEIGHT_EXP_RANGE, WEIGHT_MAX
 from ..errors import CheckpointError, ExportError, SdmNeuroError
 from ..fileio import read_json_limited, read_npy_header, regular_file, sha256_file
-from ..simulators.timed import MAX_DELAY
+from ..ir.fixed_point import MAX_DELAY
 
 BUNDLE_FORMAT = "sdm-neuro-bundle"
 BUNDLE_VERSION = 1
@@ -89,7 +89,7 @@ def _conv_node(proj: Projection, src_shape: tuple[int, int, int], meta: dict[str
                       dilation=1, groups=1, bias=np.zeros(w.shape[0]), metadata={NS: meta})
 
 
-def to_nir(graph: DeployGraph):
+def graph_to_nir(graph: DeployGraph):
     """The spiking network and its host interface as a typed NIR graph."""
     import nir
 
@@ -160,7 +160,7 @@ def write_bundle(graph: DeployGraph, out: Path, manifest: dict[str, Any]) -> dic
     from ..fileio import write_json
 
     sch = LinearSchedule(num_steps=graph.config.diffusion_steps)
-    nir.write(out / NIR_FILE, to_nir(graph))
+    nir.write(out / NIR_FILE, graph_to_nir(graph))
     np.savez(out / HOST_FILE, **host_arrays(graph, sch.betas.double().numpy()))
     manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, **manifest,
                 "nir_version": _nir_version(),
@@ -509,7 +509,7 @@ def _tail_shapes(cfg: UNetConfig, c: int) -> dict[str, tuple[int, ...]]:
 def _check_schedule(graph: DeployGraph, source: str) -> None:
     """Stored offsets and delays are the schedule of this graph (or all zero: unscheduled)."""
     from ..errors import ConfigError
-    from ..simulators.timed import schedule
+    from ..compiler.schedule import schedule
 
     if not any(p.offset for p in graph.populations) and not any(
             p.delay for p in graph.projections):
@@ -542,7 +542,7 @@ def _decoder_shape(projs: list[Projection], pops: dict[str, tuple[int, Populatio
     return shapes.pop() if shapes else None
 
 
-def from_nir(g, host: dict[str, np.ndarray], *, source: str,
+def graph_from_nir(g, host: dict[str, np.ndarray], *, source: str,
              host_source: str = HOST_FILE) -> DeployGraph:
     """The deployment graph a bundle's NIR graph (and host arrays) describes. Every field is
     checked: type, Lava's range, shape against its neighbours; a malformed one is an
@@ -844,7 +844,7 @@ def read_bundle(path: str | Path) -> tuple[DeployGraph, dict[str, Any]]:
         raise ExportError(f"{man_path}: files does not list {HOST_FILE} (the host's arrays).")
     _check_manifest_fields(manifest, man_path)
     host = read_host_arrays(path / HOST_FILE)
-    graph = from_nir(read_network(path / NIR_FILE), host, source=str(path / NIR_FILE),
+    graph = graph_from_nir(read_network(path / NIR_FILE), host, source=str(path / NIR_FILE),
                      host_source=str(path / HOST_FILE))
     config = manifest.get("model_config")
     if config is not None and config != json.loads(json.dumps(graph.config.to_dict())):

@@ -1,4 +1,4 @@
-"""Child process of :func:`sdm_neuro.export.loihi2.lava_call`: one Lava run.
+"""Child process of :func:`sdm_neuro.export.lava_runtime.lava_call`: one Lava run.
 
 ``python -m sdm_neuro.export.lava_worker GRAPH.pt BIAS.npz SPIKES.npz``
 """
@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
-from ..deploy.graph import DeployGraph
-from .loihi2 import run_network
+from ..ir.graph import DeployGraph
+from .lava_runtime import run_network
 
 
 def main(argv: list[str]) -> int:

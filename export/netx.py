@@ -32,8 +32,8 @@ import torch
 
 from ..errors import ExportError, UsageError
 from ..fileio import write_atomic
-from ..sequential.network import check_input
-from ..sequential.quantize import QuantizedSNN, is_spike_input
+from ..ir.feedforward import check_input
+from ..ir.feedforward import QuantizedSNN, is_spike_input
 
 NETX_FILE = "network.net"
 
@@ -146,8 +146,8 @@ def run_netx(qnet: QuantizedSNN, x: torch.Tensor, *, path: Path | None = None,
              timeout_s: float = 600) -> list[torch.Tensor]:
     """Write (or take) the netx file of ``qnet`` and run it in Lava in a child process with a
     hard timeout: every layer's spikes [T, B, *shape], aligned with
-    :func:`sdm_neuro.simulators.sequential.run_integer`."""
-    from .loihi2 import run_child
+    :func:`sdm_neuro.simulators.feedforward.run_integer`."""
+    from .lava_process import run_child
 
     check_input(qnet.net, x)
     if not is_spike_input(x):  # the child gets int8 spikes: anything else would be cast

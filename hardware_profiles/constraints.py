@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sdm_neuro.deploy.graph import HOST, DeployGraph, Projection, fan_out
-from sdm_neuro.sequential.quantize import QuantizedSNN
-from sdm_neuro.simulators.timed import relayed
+from sdm_neuro.ir.graph import HOST, DeployGraph, Projection, fan_out
+from sdm_neuro.ir.feedforward import QuantizedSNN
+from sdm_neuro.ir.graph import relayed
 
 from .profile import Profile
 
@@ -221,7 +221,7 @@ def _placement(profile: Profile, lim: dict, cores: dict[str, int], layers: int,
     return Placement(profile.name, cores, total, chips, tuple(violations), unchecked)
 
 
-def check_sequential(qnet: QuantizedSNN, profile: Profile) -> Placement:
+def check_feedforward(qnet: QuantizedSNN, profile: Profile) -> Placement:
     """The same checks for a feed-forward SNN (``sdm_neuro.sequential``). Fan-in, fan-out and
     synapse counts are exact: the nonzero weight pattern applied to an all-ones input counts each
     target's synapses, and its gradient each source's. A host-driven first layer (current input)

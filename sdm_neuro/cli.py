@@ -197,7 +197,7 @@ def _add_deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
 
 
-def _add_sequential_args(p: argparse.ArgumentParser) -> None:
+def _add_feedforward_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "NIR graphs", "CHECKPOINT may be a .nir file: a feed-forward SNN ((Conv2d | Affine) -> "
         "(IF | LIF) layers) as snnTorch's export_to_nir or Norse's to_nir write it. It is "
@@ -426,7 +426,7 @@ def _deploy(args: argparse.Namespace, sampling: tuple[str, int] | None = None):
     quantized deployment graph calibrated on them. ``sampling``: (sampler, steps) to check
     against the model before the calibration."""
     from .data import load_dataset
-    from .deploy.pipeline import build_integer_graph, calibration_inputs
+    from .compiler.pipeline import build_integer_graph, calibration_inputs
 
     model, ckpt = _load(args)
     if sampling is not None:
@@ -475,39 +475,39 @@ def _is_nir(args: argparse.Namespace) -> bool:
     return args.checkpoint is not None and args.checkpoint.suffix == ".nir"
 
 
-def _is_sequential_bundle(args: argparse.Namespace) -> bool:
-    from .export.sequential_bundle import is_sequential_bundle
+def _is_feedforward_bundle(args: argparse.Namespace) -> bool:
+    from .export.feedforward_bundle import is_feedforward_bundle
 
-    return getattr(args, "bundle", None) is not None and is_sequential_bundle(args.bundle)
+    return getattr(args, "bundle", None) is not None and is_feedforward_bundle(args.bundle)
 
 
 def _sequential(args: argparse.Namespace):
     """(network, its quantized form from a bundle or None, input, input description) of a
     ``.nir`` CHECKPOINT argument or a sequential ``--bundle``."""
-    from .sequential.nir_io import from_nir
-    from .sequential.simulate import network_input
+    from .frontends.feedforward_nir import feedforward_from_nir
+    from .run.feedforward import network_input
 
     if args.threshold_scale is not None:
         raise UsageError("--threshold-scale applies to U-Net checkpoints, not to NIR graphs.")
     qnet = None
     if getattr(args, "bundle", None) is not None:
-        from .export.sequential_bundle import read_sequential_bundle
+        from .export.feedforward_bundle import read_feedforward_bundle
 
-        qnet, _ = read_sequential_bundle(args.bundle)
+        qnet, _ = read_feedforward_bundle(args.bundle)
         net = qnet.net
     else:
-        net = from_nir(args.checkpoint, dt=args.dt)
+        net = feedforward_from_nir(args.checkpoint, dt=args.dt)
     x, desc = network_input(net, args.input, steps=args.time_steps, batch=args.num,
                             rate=args.rate, seed=args.seed)
     return net, qnet, x, desc
 
 
-def _simulate_sequential(args: argparse.Namespace) -> int:
+def _simulate_feedforward(args: argparse.Namespace) -> int:
     from .fileio import atomic_dir, write_json
-    from .sequential.simulate import save_run, simulate_sequential
+    from .run.feedforward import save_run, simulate_feedforward
 
     net, qnet, x, desc = _sequential(args)
-    run = simulate_sequential(net, x, qnet=qnet)
+    run = simulate_feedforward(net, x, qnet=qnet)
     src = args.checkpoint if qnet is None else args.bundle / "network.nir"
     report = {"tool": f"sdm-neuro {__version__}", "nir": str(src),
               "bundle": None if qnet is None else str(args.bundle),
@@ -527,15 +527,15 @@ def _simulate_sequential(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .deploy.pipeline import IntegerDenoiser, psnr
+    from .compiler.pipeline import IntegerDenoiser, psnr
     from .diffusion import LinearSchedule, generate
     from .evaluation.evaluate import evaluate_images, fmt_metric, get_classifier
     from .fileio import atomic_dir, write_json, write_npy
     from .images import save_grid
 
     _set_threads(args)
-    if _is_nir(args) or _is_sequential_bundle(args):
-        return _simulate_sequential(args)
+    if _is_nir(args) or _is_feedforward_bundle(args):
+        return _simulate_feedforward(args)
     t0 = time.perf_counter()
     if args.bundle is not None:
         model, ckpt_path, dataset, graph = _from_bundle(args)
@@ -611,7 +611,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.quiet:
         from rich.console import Console
 
-        from .deploy.graph import graph_table
+        from .ir.graph import graph_table
 
         console = Console()
         if not console.is_terminal:
@@ -685,27 +685,27 @@ def cmd_energy_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     _set_threads(args)
     if _is_nir(args):
-        return _export_sequential(args)
+        return _export_feedforward(args)
     if args.target == "onnx":
         return _export_onnx(args)
     return _export_bundle(args)
 
 
-def _export_sequential(args: argparse.Namespace) -> int:
-    from .export.sequential_bundle import write_sequential_bundle
+def _export_feedforward(args: argparse.Namespace) -> int:
+    from .export.feedforward_bundle import write_feedforward_bundle
     from .fileio import atomic_dir
-    from .hardware_profiles.constraints import check_sequential
-    from .sequential.quantize import quantize_sequential
+    from .hardware_profiles.constraints import check_feedforward
+    from .compiler.quantize_feedforward import quantize_feedforward
 
     if args.target == "onnx":
         raise UsageError(f"{args.checkpoint}: --target onnx exports U-Net denoisers; a NIR "
                          "graph exports to loihi2 (netx HDF5) or nir.")
     net, _, x, desc = _sequential(args)
-    qnet = quantize_sequential(net, x)
-    profile, placement = _constraints(args, check_sequential(qnet, _profile(args)),
+    qnet = quantize_feedforward(net, x)
+    profile, placement = _constraints(args, check_feedforward(qnet, _profile(args)),
                                       args.checkpoint)
     with atomic_dir(args.out, force=args.force) as tmp:
-        manifest = write_sequential_bundle(qnet, tmp, {
+        manifest = write_feedforward_bundle(qnet, tmp, {
             "target": args.target, "tool": f"sdm-neuro {__version__}",
             "source": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint),
                        "read_as": net.source},
@@ -753,17 +753,18 @@ def _export_onnx(args: argparse.Namespace) -> int:
 def _export_bundle(args: argparse.Namespace) -> int:
     import torch
 
-    from .deploy.pipeline import CALIBRATION, LOWERING_PASSES
+    from .compiler.pipeline import CALIBRATION, LOWERING_PASSES
     from .export.bundle import write_bundle
     from .fileio import atomic_dir
     from .hardware_profiles.constraints import check
-    from .simulators.timed import call_length, relayed, schedule
+    from .ir.graph import call_length, relayed
+    from .compiler.schedule import schedule
 
     t0 = time.perf_counter()
     _, ckpt, dataset, _, graph = _deploy(args)
     graph = schedule(graph)
     if args.target == "loihi2":
-        from .export.loihi2 import check_lava_deployable
+        from .export.lava_runtime import check_lava_deployable
 
         check_lava_deployable(graph)
     profile, placement = _constraints(args, check(graph, _profile(args)), ckpt.path)
@@ -997,7 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("ideal", "hardware"), default="ideal")
     p.add_argument("--compare-every", type=positive_int, default=10,
                    help="compare eps and spikes with the float model every N calls")
-    _add_sequential_args(p)
+    _add_feedforward_args(p)
     _add_deploy_args(p)
     _add_output_args(p, "out/simulate")
     p.set_defaults(func=cmd_simulate)
@@ -1055,7 +1056,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deploy_args(p)
     p.add_argument("--seed", type=seed_int, default=0,
                    help="seed of the calibration batch (and of the ONNX check's inputs)")
-    _add_sequential_args(p)
+    _add_feedforward_args(p)
     p.add_argument("--num", type=positive_int, default=16,
                    help="NIR graphs: calibration samples of random spikes (default 16)")
     _add_output_args(p, "out/export")

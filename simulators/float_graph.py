@@ -9,8 +9,8 @@ import math
 import torch
 from torch.nn import functional as F
 
-from ..deploy.graph import HOST, DeployGraph, Projection
-from ..deploy.host import decoder_tail, per_call_bias, pixel_current
+from ..ir.graph import HOST, DeployGraph, Projection
+from ..ir.host import decoder_tail, per_call_bias, pixel_current
 
 
 def project(proj: Projection, spikes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

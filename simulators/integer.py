@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from ..deploy.graph import HOST, DeployGraph, Population, Projection, fan_out
-from ..deploy.host import decoder_tail, per_call_bias, pixel_current
+from ..ir.graph import HOST, DeployGraph, Population, Projection, fan_out
+from ..ir.host import decoder_tail, per_call_bias, pixel_current
 from ..errors import ConfigError
 from .float_graph import project
 from .lif import DECAY_UNITY, DS_OFFSET, LifParams, LifState, if_run, lif_step

@@ -12,10 +12,11 @@ tau + offset(P') - offset(P) < offset(P')). So within every window the arithmeti
 the ideal mode's, and the host reads each population's spikes from its window. State is reset
 between denoising calls.
 
-TSM (SDM): a projection whose weights differ per SNN step (:func:`relayed`) reaches its target
+TSM (SDM): a projection whose weights differ per SNN step (:func:`sdm_neuro.ir.graph.relayed`) reaches its target
 through time-gated relay populations, one per source window step, which add a step of latency:
 such a projection counts 2 steps in the offsets, and its delay is ``offset(P) - offset(j) - 2``
-(``sdm_neuro.export.loihi2`` builds the relays; the relays pass only spikes from inside the
+(:func:`sdm_neuro.compiler.schedule.schedule` computes offsets and delays,
+``sdm_neuro.export.lava_runtime`` builds the relays; the relays pass only spikes from inside the
 source's window, which by the argument above are the only ones that reach a window anyway).
 """
 
@@ -25,56 +26,19 @@ import dataclasses
 
 import torch
 
-from ..deploy.graph import HOST, DeployGraph, Projection
-from ..deploy.host import per_call_bias, pixel_current
+from ..ir.graph import DeployGraph, call_length, is_scheduled, latency
+from ..ir.host import per_call_bias, pixel_current
 from ..errors import ConfigError
 from .integer import Counters, IntegerSimulator, bias_mantissa
 from .lif import LifState, lif_reset, lif_step
-
-MAX_DELAY = 62
-
-
-def relayed(proj: Projection) -> bool:
-    """Whether ``proj`` has per-step weights (TSM gains that differ), so that on Lava it runs
-    through time-gated relays (one more step of latency)."""
-    w = proj.weight_int
-    return w is not None and w.dim() == 5 and not bool((w == w[:1]).all())
-
-
-def latency(proj: Projection) -> int:
-    return 2 if relayed(proj) else 1
-
-
-def schedule(graph: DeployGraph) -> DeployGraph:
-    """Offsets (longest path from the stem) and balancing delays for every projection."""
-    offset: dict[str, int] = {}
-    for pop in graph.populations:  # topological order
-        ins = [offset[p.src] + latency(p) for p in graph.inputs(pop.name)]
-        offset[pop.name] = max(ins, default=0)
-    projs = []
-    for p in graph.projections:
-        if p.dst == HOST:
-            projs.append(p)
-            continue
-        delay = offset[p.dst] - offset[p.src] - latency(p)
-        if not 0 <= delay <= MAX_DELAY:
-            raise ConfigError(f"projection {p.src} -> {p.dst}: needs a synaptic delay of {delay} "
-                              f"steps; Lava's DelayDense allows 0..{MAX_DELAY}.")
-        projs.append(dataclasses.replace(p, delay=delay))
-    pops = tuple(dataclasses.replace(p, offset=offset[p.name]) for p in graph.populations)
-    return graph.replace(populations=pops, projections=tuple(projs))
-
-
-def call_length(graph: DeployGraph) -> int:
-    return max(p.offset for p in graph.populations) + graph.config.snn_steps
-
 
 class TimedSimulator(IntegerSimulator):
     """Global-time simulation of a scheduled graph; returns what the ideal mode returns."""
 
     def __init__(self, graph: DeployGraph) -> None:
-        if not any(p.offset for p in graph.populations):
-            graph = schedule(graph)
+        if not is_scheduled(graph):
+            raise ConfigError("TimedSimulator: the graph has no schedule (offsets, delays); "
+                              "run sdm_neuro.compiler.schedule.schedule on it first.")
         super().__init__(graph)
         self.length = call_length(graph)
         # Members of a fused conv group deliver together only when their latencies (delay, and

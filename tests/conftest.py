@@ -220,7 +220,7 @@ def reference_tail(sd: dict, h: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# The host side of a quantized deployment graph, written independently of sdm_neuro.deploy.host
+# The host side of a quantized deployment graph, written independently of sdm_neuro.ir.host
 # and the simulators from the graph's documented fields (export/bundle.py), for the exactness
 # tests: the per-call bias mantissas fed to a population and the decoder that reads the spikes.
 # ---------------------------------------------------------------------------------------------
@@ -300,16 +300,16 @@ def per_step_reference():
 
 
 @pytest.fixture
-def make_sequential():
-    """A random feed-forward SNN (:class:`SequentialSNN`): conv (stride 1, padding 1) -> conv
+def make_feedforward():
+    """A random feed-forward SNN (:class:`FeedForwardSNN`): conv (stride 1, padding 1) -> conv
     (stride 2, no padding) -> affine, per-channel thresholds, per-neuron leak drive.
     ``kind``: "IF"; "LIF" (unit input gain, snnTorch's convention, dt 1e-4); "LIF-r1" (gain
     dt/tau, Norse's convention, dt 1e-3). ``uniform``: one threshold per layer (snnTorch needs
     it)."""
-    from sdm_neuro.sequential.network import Layer, Neurons, SequentialSNN, Synapse
+    from sdm_neuro.ir.feedforward import Layer, Neurons, FeedForwardSNN, Synapse
 
     def make(seed: int = 0, kind: str = "IF", *, in_shape=(2, 7, 6), uniform: bool = False,
-             retention: float = 0.9, leak: bool = True) -> SequentialSNN:
+             retention: float = 0.9, leak: bool = True) -> FeedForwardSNN:
         g = torch.Generator().manual_seed(seed)
 
         def rnd(*shape, scale=1.0):
@@ -341,7 +341,7 @@ def make_sequential():
                               s.padding) for s in (s1, s2, s3))
         layers = tuple(Layer(f"l{i}", s, neurons(s.out_shape))
                        for i, s in enumerate((s1, s2, s3)))
-        return SequentialSNN(tuple(in_shape), layers, 1e-4 if kind == "LIF" else 1e-3,
+        return FeedForwardSNN(tuple(in_shape), layers, 1e-4 if kind == "LIF" else 1e-3,
                              f"random seed {seed}")
 
     return make

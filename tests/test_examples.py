@@ -29,7 +29,7 @@ def test_snntorch_digits_nir_example(tmp_path):
     rep = json.loads((tmp_path / "report.json").read_text())
     acc = rep["accuracy"]
     # the file snnTorch wrote runs here as in snnTorch; float32 there vs float64 here may flip a
-    # spike within rounding of a threshold (tests/test_sequential_nir.py checks exact equality
+    # spike within rounding of a threshold (tests/frontends/test_feedforward_nir.py checks exact equality
     # where the margin rules that out), so allow a digit or two of the 397
     assert abs(acc["float_reference"] - acc["snntorch"]) <= 2 / 397
     assert acc["integer_loihi2_fixed_point"] > 0.5

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..deploy.graph import DeployGraph
+from ..ir.graph import DeployGraph
 from ..diffusion import LinearSchedule
 from ..diffusion.samplers import model_call_steps
 from ..errors import UsageError

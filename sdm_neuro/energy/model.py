@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..deploy.graph import DeployGraph
+from ..ir.graph import DeployGraph
 from ..hardware_profiles.profile import Profile
 from .activity import Activity
 from .ops import LayerOps

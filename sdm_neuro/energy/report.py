@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..deploy.graph import HOST, DeployGraph
+from ..ir.graph import HOST, DeployGraph
 from ..hardware_profiles.constraints import check, fan_in
 from ..hardware_profiles.profile import Profile
 from ..models.unet import SpikingUNet

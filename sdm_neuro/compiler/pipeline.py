@@ -1,0 +1,107 @@
+"""Model -> quantized deployment graph, and the integer denoiser the samplers call."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..diffusion import LinearSchedule
+from ..models.unet import SpikingUNet
+from ..ir.graph import DeployGraph
+from .lower import lower
+from .quantize_graph import calibrate, quantize
+
+CALIBRATION = {"batches": 4, "batch_size": 32}  # the CLI's calibration set (recorded in bundles)
+
+LOWERING_PASSES = (
+    ("lower (float64): BatchNorm folded into the convs; 1x1 shortcuts, residual sums and skip "
+     "concatenations composed into projections; the time-embedding MLP tabulated per t; the "
+     "pixel conv and the decoder tail kept on the host"),
+    (f"calibrate: drive, bias and membrane ranges per population on {CALIBRATION['batches']} x "
+     f"{CALIBRATION['batch_size']} training images noised at uniformly random t"),
+    ("quantize (Loihi 2 fixed point): vth a power of two; 8-bit even weights with a "
+     "weight_exp per projection; 13-bit bias mantissas with a bias_exp per population"),
+    ("schedule: window offsets (longest path from the stem) and balancing synaptic delays for "
+     "Lava's one-step Sparse delay"),
+)
+
+
+def calibration_inputs(images: torch.Tensor, *, batches: int = CALIBRATION["batches"],
+                       batch_size: int = CALIBRATION["batch_size"],
+                       seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Training images noised at uniformly random t: what the denoiser sees while sampling."""
+    gen = torch.Generator().manual_seed(seed)
+    sch = LinearSchedule()
+    out = []
+    for _ in range(batches):
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
+        t = torch.randint(sch.num_steps, (batch_size,), generator=gen)
+        x0 = images[idx]
+        out.append((sch.q_sample(x0, t, torch.randn(x0.shape, generator=gen)), t))
+    return out
+
+
+def build_integer_graph(model: SpikingUNet, calibration: list[tuple[torch.Tensor, torch.Tensor]]
+                        ) -> DeployGraph:
+    """Lower (in float64), calibrate on ``calibration`` and quantize. The host decoder keeps
+    the model's own float32 parameters."""
+    graph = lower(copy.deepcopy(model).double())
+    tail = {k: v.float() for k, v in graph.host.tail.items()}
+    graph = graph.replace(host=dataclasses.replace(graph.host, tail=tail))
+    return quantize(graph, calibrate(graph, calibration))
+
+
+@dataclass
+class IntegerDenoiser:
+    """A sampler-compatible ``eps = f(x_t, t)`` backed by the integer simulator; optionally
+    compares with the float model on the same input every ``compare_every`` calls."""
+
+    graph: DeployGraph
+    mode: str = "ideal"                # or "hardware": Lava's delays (same results)
+    float_model: SpikingUNet | None = None
+    compare_every: int = 10
+    errors: list[dict] = field(default_factory=list)
+    agreement: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ..errors import UsageError
+        from ..simulators.integer import Counters, IntegerSimulator
+        from ..simulators.timed import TimedSimulator
+        from .schedule import schedule
+
+        if self.mode not in ("ideal", "hardware"):
+            raise UsageError(f"unknown timing mode {self.mode!r} (ideal or hardware).")
+        if self.mode == "hardware":
+            self.graph = schedule(self.graph)
+            self.sim = TimedSimulator(self.graph)
+        else:
+            self.sim = IntegerSimulator(self.graph)
+        self.counters = Counters()
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        call = self.counters.calls
+        eps, spikes = self.sim(x, t, self.counters)
+        if self.float_model is not None and call % self.compare_every == 0:
+            self.float_model.record_spikes(True)
+            with torch.no_grad():
+                ref = self.float_model(x, t)
+            rec = self.float_model.recorded_spikes()
+            self.float_model.record_spikes(False)
+            err = (eps - ref).float()
+            self.errors.append({"call": call, "t": int(t[0]),
+                                "eps_rmse": float(err.pow(2).mean().sqrt()),
+                                "eps_rel": float(err.norm() / max(float(ref.norm()), 1e-12))})
+            for name, s in rec.items():
+                self.agreement.setdefault(name, []).append(
+                    float((s.bool() == spikes[name]).float().mean()))
+        return eps
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = float((a.float() - b.float()).pow(2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)

@@ -1,0 +1,142 @@
+"""Quantization to Loihi 2 / Lava fixed point, calibrated on data.
+
+Per population (one LIF process, so one ``vth``): the membrane LSB ``q`` (float units) is set so
+that the largest membrane value and input current seen in calibration, with a margin, fit the
+24-bit ``v`` and ``u``: ``vth = (2**23 - 1) / (64 R)`` with R the range in thresholds, and
+``q = threshold / (64 vth)`` (the threshold compare is ``v > vth << 6``), vth rounded down to
+a power of two.
+Per projection (one ``weight_exp``): 8-bit weights, even integers in [-256, 254] so Lava's
+truncation is a no-op; ``W ~= W_int * 64 * 2**exp * q`` (the LIF adds ``a_in << 6``), with the
+smallest exponent that fits the largest weight. Per population ``bias_exp`` fits the largest bias
+current (constant + time embedding over all t + pixel conv on the calibration images) in the
+13-bit mantissa.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from ..ir.graph import DeployGraph, NeuronParams
+
+V_MAX = 2**23 - 1
+VTH_MAX = 2**17 - 1
+BIAS_MANT_MAX = 4095
+BIAS_EXP_MAX = 7
+WEIGHT_MAX = 254
+WEIGHT_EXP_RANGE = (-8, 7)
+MARGIN = 1.25
+
+
+@dataclass(frozen=True)
+class PopulationStats:
+    """Float calibration statistics of one population, in units of its threshold."""
+
+    v_max: float        # largest membrane value before the threshold test
+    v_min: float
+    drive_max: float    # largest |input current| in one step
+    bias_max: float     # largest |per-call bias current|
+
+
+def calibrate(graph: DeployGraph, inputs: list[tuple[torch.Tensor, torch.Tensor]]
+              ) -> dict[str, PopulationStats]:
+    """Run the float graph on ``(x_t, t)`` batches and record each population's ranges."""
+    from ..simulators.float_graph import run_float_graph
+
+    acc: dict[str, list[float]] = {}
+    for x, t in inputs:
+        observed: dict[str, list[float]] = {}
+        run_float_graph(graph, x, t, observe=observed)
+        for k, vals in observed.items():
+            old = acc.get(k)
+            acc[k] = vals if old is None else [max(old[0], vals[0]), min(old[1], vals[1]),
+                                               max(old[2], vals[2]), max(old[3], vals[3])]
+    tables = graph.host.temb_table
+    out = {}
+    for pop in graph.populations:
+        v_max, v_min, drive, bias = acc[pop.name]
+        if pop.temb_block is not None:  # every t, not only the calibration ones
+            full = pop.bias.abs().max() + tables[pop.temb_block].abs().max().double()
+            bias = max(bias, float(full))
+        th = pop.threshold
+        out[pop.name] = PopulationStats(v_max / th, v_min / th, drive / th, bias / th)
+    return out
+
+
+def even_round(w: torch.Tensor, lsb: float) -> tuple[torch.Tensor, int]:
+    """Even integers nearest to ``w / lsb``, clipped to [-256, 254]; and how many clipped."""
+    q = 2 * torch.round(w / (2 * lsb))
+    clipped = int(((q < -256) | (q > WEIGHT_MAX)).sum())
+    return q.clamp(-256, WEIGHT_MAX).to(torch.int16), clipped
+
+
+def quantize_weight(weight: torch.Tensor, q: float, gain: tuple[float, ...] = ()
+                    ) -> tuple[torch.Tensor, int, int]:
+    """``weight`` (float, per-step ``gain`` for TSM) onto a destination whose membrane LSB is
+    ``q``: ``(w_int, weight_exp, clipped)`` with ``weight * gain ~= w_int * 64 * 2**exp * q``.
+    The exponent is the smallest that clips nothing (``top``) or one or two below it, which clip
+    the few largest weights for a finer step: whichever has the least squared weight error."""
+    wmax = float(weight.abs().max()) * max(map(abs, gain or (1.0,)))
+    top = (WEIGHT_EXP_RANGE[0] if wmax == 0 else
+           max(WEIGHT_EXP_RANGE[0], math.ceil(math.log2(wmax / (WEIGHT_MAX * 64 * q)))))
+    target = torch.stack([weight * g for g in gain]) if gain else weight
+    best = None
+    for exp in range(top, max(WEIGHT_EXP_RANGE[0], top - 2) - 1, -1):
+        lsb = 64 * q * 2.0**exp
+        if gain:  # TSM: one integer weight set per SNN step
+            parts = [even_round(weight * g, lsb) for g in gain]
+            w_int, clipped = torch.stack([w for w, _ in parts]), sum(c for _, c in parts)
+        else:
+            w_int, clipped = even_round(weight, lsb)
+        err = float(((w_int.double() * lsb - target) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, w_int, exp, clipped)
+    return best[1], best[2], best[3]
+
+
+def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGraph:
+    """Integer parameters for every population and projection (host projections stay float)."""
+    pops, projs, report = [], list(graph.projections), {}
+    for pop in graph.populations:
+        st = stats[pop.name]
+        th = pop.threshold
+        rng = max(1.0 + st.drive_max, st.v_max, -st.v_min, st.drive_max) * MARGIN
+        vth = min(VTH_MAX, math.floor(V_MAX / (64 * rng)))
+        incoming = [i for i, p in enumerate(projs) if p.dst == pop.name]
+        # The largest weight must fit 254 * 64 * 2**7 membrane LSBs: bounds vth from above.
+        for i in incoming:
+            p = projs[i]
+            wmax = float(p.weight.abs().max()) * max(map(abs, p.gain or (1.0,)))
+            if wmax > 0:
+                vth = min(vth, math.floor(th * WEIGHT_MAX * 2 ** WEIGHT_EXP_RANGE[1] / wmax))
+        # The bias (13-bit mantissa << at most 7) is the tightest range on Loihi: the largest
+        # bias current must fit 4095 << 7 membrane LSBs, which also bounds vth.
+        if st.bias_max > 0:
+            vth = min(vth, math.floor(BIAS_MANT_MAX * 2**BIAS_EXP_MAX / (64 * st.bias_max)))
+        # A power of two: every population's membrane LSB is then threshold * 2**-k, so equal
+        # float weights reaching different populations (the identity residual path) quantize
+        # to equal integers, which the simulator computes once. Costs < 1 bit of v resolution.
+        vth = 2 ** math.floor(math.log2(vth)) if vth >= 1 else 0
+        if vth < 1:
+            raise ConfigError(f"population {pop.name}: weights too large for 8-bit weights "
+                              f"with weight_exp <= {WEIGHT_EXP_RANGE[1]}.")
+        q = th / (64 * vth)
+        bias_lsb = st.bias_max * th / q
+        bias_exp = min(BIAS_EXP_MAX, max(0, math.ceil(math.log2(max(bias_lsb, 1) / BIAS_MANT_MAX))))
+        clipped_w = 0
+        for i in incoming:
+            p = projs[i]
+            w_int, exp, clipped = quantize_weight(p.weight, q, p.gain)
+            clipped_w += clipped
+            projs[i] = dataclasses.replace(p, weight_int=w_int, weight_exp=exp)
+        pops.append(dataclasses.replace(pop, scale=q, lif=NeuronParams(vth=vth,
+                                                                      bias_exp=bias_exp)))
+        report[pop.name] = {"vth": vth, "scale": q, "bias_exp": bias_exp,
+                            "range_thresholds": rng, "weights_clipped": clipped_w,
+                            "bias_clipped_expected": bias_lsb > BIAS_MANT_MAX * 2**BIAS_EXP_MAX}
+    meta = {**graph.meta, "quantization": report}
+    return graph.replace(populations=tuple(pops), projections=tuple(projs), meta=meta)

@@ -1,0 +1,537 @@
+"""Feed-forward SNNs through NIR: this project's float reference against Norse (``from_nir``) and
+snnTorch (``import_from_nir``) on the files it writes, and against their own runs of the files
+they write; quantization and the integer simulator on them.
+
+Tolerance: the discretisations are the same equations (network.py's docstring), so the only
+difference is arithmetic: the tools run float32, the reference float64. A spike can flip only
+where the membrane came within rounding of the threshold; each test first asserts the float64
+membranes kept ``MARGIN`` (1e-4 threshold, about 100x float32's rounding of these sums) away from
+every threshold, then demands identical spikes."""
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from sdm_neuro.errors import ConfigError
+from sdm_neuro.ir.feedforward import run_float
+from sdm_neuro.frontends.feedforward_nir import feedforward_from_nir, feedforward_to_nir
+from sdm_neuro.run.feedforward import random_spikes, simulate_feedforward
+
+MARGIN = 1e-4
+STEPS, BATCH = 16, 3
+
+
+def _inputs(net, seed=1):
+    return random_spikes(net.input_shape, STEPS, BATCH, 0.3, seed)
+
+
+def _margin(net, x):
+    observed = {}
+    ref = run_float(net, x, observe=observed)
+    return min(v[3] for v in observed.values()), ref
+
+
+def _checked_reference(net, x):
+    margin, ref = _margin(net, x)
+    assert margin > MARGIN, f"a membrane came within {margin:.2e} of a threshold; pick a seed"
+    assert all(float(s.sum()) > 0 for s in ref), "a silent layer tests nothing"
+    return ref
+
+
+def _clear_case(make, kind, **kw):
+    """The first random network (seeds 0-19) whose float64 run keeps MARGIN: where rounding
+    cannot decide a spike, exact agreement is the right expectation."""
+    for seed in range(20):
+        net = make(seed, kind, **kw)
+        x = _inputs(net, seed)
+        if _margin(net, x)[0] > MARGIN:
+            return net, x
+    raise AssertionError("no seed keeps the margin")
+
+
+def _written(net, tmp_path, name="net.nir"):
+    path = tmp_path / name
+    nir.write(path, feedforward_to_nir(net))
+    return path
+
+
+def _per_sample(run_one, x):
+    """Norse and snnTorch flatten with NIR's batch-free start_dim 0: run one sample at a time."""
+    return torch.cat([run_one(x[:, b:b + 1]) for b in range(x.shape[1])], 1)
+
+
+def test_nir_round_trip_is_exact(make_feedforward, tmp_path):
+    for kind in ("IF", "LIF", "LIF-r1"):
+        net = make_feedforward(3, kind)
+        path = _written(net, tmp_path, f"{kind}.nir")
+        back = feedforward_from_nir(nir.read(path))  # plain nir.read, type checking on
+        assert back.dt == net.dt and back.input_shape == net.input_shape
+        assert [layer.name for layer in back.layers] == ["l0", "l1", "l2"]
+        x = _inputs(net)
+        for a, b in zip(run_float(net, x), run_float(back, x), strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["IF", "LIF-r1"])
+def test_norse_runs_our_nir_export(make_feedforward, tmp_path, kind):
+    import norse.torch as norse
+    from norse.torch.module.iaf import IAFCell
+    from norse.torch.module.lif_box import LIFBoxCell
+
+    # Norse starts a LIF at v = v_leak, NIR and Loihi at 0: no leak drive, so both start at 0
+    net, x = _clear_case(make_feedforward, kind, leak=False)
+    ref = _checked_reference(net, x)  # every layer spikes
+    graph = nir.read(_written(net, tmp_path))
+    neurons = [n for n in graph.nodes.values() if isinstance(n, (nir.IF, nir.LIF))]
+    assert len(neurons) == 3
+    if kind == "LIF-r1":  # the form Norse runs: r = 1 (it ignores r), a real leak, v_leak 0
+        for n in neurons:
+            assert isinstance(n, nir.LIF) and np.allclose(n.r, 1.0, rtol=1e-12, atol=0)
+            assert not np.any(n.v_leak) and np.allclose(net.dt / n.tau, 0.1, rtol=1e-12)
+    module = norse.from_nir(graph, dt=net.dt)
+    cell = LIFBoxCell if kind == "LIF-r1" else IAFCell
+    assert sum(isinstance(m, cell) for m in module.modules()) == 3
+
+    def run_one(xb):
+        state, out = None, []
+        for t in range(xb.shape[0]):
+            z, state = module(xb[t].float(), state)
+            out.append(z.detach().reshape(1, 1, -1))
+        return torch.cat(out)
+
+    own = _per_sample(run_one, x).double()
+    assert own.sum() > 0 and torch.equal(own, ref[-1].reshape(STEPS, BATCH, -1))
+
+
+def test_snntorch_runs_our_nir_export(make_feedforward, tmp_path):
+    from snntorch.import_nir import import_from_nir
+
+    # snnTorch takes one threshold per layer and no v_leak
+    net, x = _clear_case(make_feedforward, "LIF", uniform=True, leak=False)
+    ref = _checked_reference(net, x)
+    graph = nir.read(_written(net, tmp_path))
+
+    def run_one(xb):
+        module = import_from_nir(graph)  # fresh hidden state per sample
+        out = []
+        for t in range(xb.shape[0]):
+            z = module(xb[t].float())
+            z = z[0] if isinstance(z, tuple) else z
+            out.append(z.detach().reshape(1, 1, -1))
+        return torch.cat(out)
+
+    assert torch.equal(_per_sample(run_one, x).double(), ref[-1].reshape(STEPS, BATCH, -1))
+
+
+def _snntorch_model(seed):
+    import snntorch as snn
+
+    torch.manual_seed(seed)
+    # snnTorch's exporter writes v_reset = 0 whatever the model's reset: build what it writes
+    reset = {"reset_mechanism": "zero", "reset_delay": False, "init_hidden": True}
+    conv, lin = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4 * 6 * 6, 8)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+        lin.weight.mul_(3.0)
+    return torch.nn.Sequential(
+        conv, snn.Leaky(beta=torch.full((4, 6, 6), 0.8), threshold=torch.full((4, 6, 6), 0.7),
+                        **reset),
+        torch.nn.Flatten(), lin,
+        snn.Leaky(beta=torch.full((8,), 0.9), threshold=torch.full((8,), 0.5), output=True,
+                  **reset))
+
+
+def _conv_int(z: np.ndarray, w: np.ndarray, stride, padding) -> np.ndarray:
+    """[N, Ci, H, W] x [Co, Ci, kh, kw] int64 cross-correlation by explicit taps."""
+    n, ci, h, wd = z.shape
+    co, _, kh, kw = w.shape
+    zp = np.zeros((n, ci, h + 2 * padding[0], wd + 2 * padding[1]), dtype=np.int64)
+    zp[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + wd] = z
+    ho = (zp.shape[2] - kh) // stride[0] + 1
+    wo = (zp.shape[3] - kw) // stride[1] + 1
+    out = np.zeros((n, co, ho, wo), dtype=np.int64)
+    for dy in range(kh):
+        for dx in range(kw):
+            patch = zp[:, :, dy:dy + stride[0] * ho:stride[0], dx:dx + stride[1] * wo:stride[1]]
+            out += np.einsum("oc,nchw->nohw", w[:, :, dy, dx], patch)
+    return out
+
+
+def _lava_lif_reference(qnet, x):
+    """Every layer's spikes from the quantized parameters alone, in int64 numpy, written from
+    Lava's PyLifModelBitAcc as simulators/lif.py documents it (du 4095: u is this step's
+    a_in << 6, wrapped once into 24 bits; v decays by (4096 - dv) / 4096 rounding toward zero,
+    adds u and bias_mant << 6, saturates at 2**23 - 1; spike v > vth << 6, reset to 0)."""
+    s = x.numpy().astype(np.int64)
+    out = []
+    for ql in qnet.layers:
+        syn, shape = ql.layer.synapse, ql.layer.shape
+        steps, batch = s.shape[:2]
+        flat = s.reshape(steps * batch, *s.shape[2:])
+        w = ql.weight_int.numpy().astype(np.int64)
+        a_in = (flat.reshape(steps * batch, -1) @ w.T if syn.kind == "affine" else
+                _conv_int(flat, w, syn.stride, syn.padding)).reshape(steps, batch, *shape)
+        bias = ql.bias_mant.numpy() * 64
+        v = np.zeros((batch, *shape), dtype=np.int64)
+        spikes = np.zeros((steps, batch, *shape), dtype=bool)
+        for t in range(steps):
+            u = a_in[t] * 64
+            u = np.where(u > 2**23, u - 2**24, u)
+            u = np.where(u <= -2**23, u + 2**24, u)
+            y = v * (4096 - ql.dv)
+            v = np.clip(np.sign(y) * (np.abs(y) >> 12) + u + bias, -(2**23 - 1), 2**23 - 1)
+            spikes[t] = v > ql.vth * 64
+            v = np.where(spikes[t], 0, v)
+        out.append(torch.from_numpy(spikes))
+        s = spikes.astype(np.int64)
+    return out
+
+
+def _check_quantized_run(net, x, run):
+    """What the integer run of a float network must satisfy: its spikes equal, bit for bit,
+    Lava's arithmetic on the quantized parameters; those parameters are the float ones within
+    the rounding that produced them (even weights: 1 LSB, bias and dv: half an LSB, nothing
+    clipped); every layer spikes in both runs; and the float and integer spikes differ only
+    as rarely as that rounding explains: the first layer sees the same input spikes in both, so
+    at most 1% of its spikes differ; later layers also inherit earlier differences (5%)."""
+    from sdm_neuro.compiler.quantize_feedforward import fold
+
+    assert run.qnet.spike_input
+    for a, b in zip(run.int_spikes, _lava_lif_reference(run.qnet, x), strict=True):
+        assert torch.equal(a, b)
+    for i, (ql, f, k) in enumerate(zip(run.qnet.layers, run.float_spikes, run.int_spikes,
+                                       strict=True)):
+        w, bias, _ = fold(ql.layer)
+        assert float((ql.weight_int.double() - w * ql.vth).abs().max()) <= 1 + 1e-9
+        assert float((ql.bias_mant.double() - bias * ql.vth).abs().max()) <= 0.5 + 1e-9
+        a = float(ql.layer.neurons.retention.reshape(-1)[0])
+        assert abs(ql.dv - 4096 * (1 - a)) <= 0.5
+        assert run.report["layers"][ql.layer.name]["weights_clipped"] == 0
+        assert float(f.sum()) > 0 and int(k.sum()) > 0, f"layer {i} is silent"
+        agree = float((f == k.double()).double().mean())
+        assert run.report["layers"][ql.layer.name]["spike_agreement"] == agree
+        assert agree >= (0.99 if i == 0 else 0.95), (ql.layer.name, agree)
+
+
+def test_nir_written_by_snntorch_is_read_and_simulated(tmp_path):
+    from snntorch import utils as snn_utils
+    from snntorch.export_nir import export_to_nir
+
+    model = _snntorch_model(0)
+    path = tmp_path / "snntorch.nir"
+    nir.write(path, export_to_nir(model, torch.zeros(1, 1, 6, 6), ignore_dims=[0]))
+    net = feedforward_from_nir(path)
+    assert net.dt == pytest.approx(1e-4) and "snnTorch" in net.source
+    x = random_spikes((1, 6, 6), STEPS, BATCH, 0.4, 2)
+    ref = _checked_reference(net, x)
+
+    def run_one(xb):
+        snn_utils.reset(model)
+        return torch.cat([model(xb[t].float())[0].detach().reshape(1, 1, -1)
+                          for t in range(xb.shape[0])])
+
+    with torch.no_grad():
+        own = _per_sample(run_one, x)
+    assert torch.equal(own.double(), ref[-1].reshape(STEPS, BATCH, -1))
+    _check_quantized_run(net, x, simulate_feedforward(net, x))
+
+
+def test_nir_written_by_norse_is_read_and_simulated(tmp_path):
+    import norse.torch as norse
+
+    torch.manual_seed(0)
+    model = norse.SequentialState(
+        torch.nn.Linear(20, 12), norse.IAFCell(norse.IAFParameters(v_th=torch.full((12,), 0.8))),
+        torch.nn.Linear(12, 5), norse.IAFCell(norse.IAFParameters(v_th=torch.full((5,), 0.6))))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(2.0)
+    path = tmp_path / "norse.nir"
+    nir.write(path, norse.to_nir(model, torch.zeros(20)))
+    net = feedforward_from_nir(path)
+    assert [layer.neurons.kind for layer in net.layers] == ["IF", "IF"]
+    x = random_spikes((20,), STEPS, BATCH, 0.4, 3)
+    ref = _checked_reference(net, x)
+    state, own = None, []
+    with torch.no_grad():
+        for t in range(STEPS):
+            z, state = model(x[t].float(), state)
+            own.append(z)
+    assert torch.equal(torch.stack(own).double(), ref[-1])
+    _check_quantized_run(net, x, simulate_feedforward(net, x))
+
+
+def test_analog_input_runs_the_first_synapse_on_the_host(make_feedforward):
+    net = make_feedforward(1, "IF")
+    x = torch.rand(STEPS, BATCH, *net.input_shape, generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64)
+    run = simulate_feedforward(net, x)
+    assert not run.qnet.spike_input and run.report["input"].startswith("current")
+    first = run.report["layers"][net.layers[0].name]
+    assert first["spike_agreement"] > 0.95 and first["rate_integer"] > 0
+
+
+def _graph(nodes, edges):
+    return nir.NIRGraph(nodes, edges, type_check=False)
+
+
+def test_unsupported_graphs_name_the_node():
+    w = np.ones((3, 4))
+    inp, out = nir.Input(np.array([4])), nir.Output(np.array([3]))
+    aff = nir.Affine(weight=w, bias=np.zeros(3))
+    good_if = nir.IF(r=np.ones(3), v_threshold=np.ones(3), v_reset=np.zeros(3))
+    cases = {
+        "LI": ({"input": inp, "a": aff, "li": nir.LI(tau=np.ones(3), r=np.ones(3),
+                                                       v_leak=np.zeros(3)), "output": out},
+               [("input", "a"), ("a", "li"), ("li", "output")]),
+        "'a' has 1 inputs and 2 outputs": (
+            {"input": inp, "a": aff, "n": good_if, "m": good_if, "output": out},
+            [("input", "a"), ("a", "n"), ("a", "m"), ("n", "output")]),
+        "v_reset = 0.5": ({"input": inp, "a": aff, "n": nir.IF(r=np.ones(3),
+                                                                v_threshold=np.ones(3),
+                                                                v_reset=np.full(3, 0.5)),
+                           "output": out}, [("input", "a"), ("a", "n"), ("n", "output")]),
+        "output must be spiking": ({"input": inp, "a": aff, "output": out},
+                                   [("input", "a"), ("a", "output")]),
+    }
+    for needle, (nodes, edges) in cases.items():
+        with pytest.raises(ConfigError, match=needle):
+            feedforward_from_nir(_graph(nodes, edges))
+
+
+def test_per_neuron_tau_is_refused_for_fixed_point(make_feedforward):
+    from sdm_neuro.ir.feedforward import Layer, Neurons, FeedForwardSNN
+    from sdm_neuro.compiler.quantize_feedforward import quantize_feedforward
+
+    net = make_feedforward(0, "LIF")
+    layer = net.layers[2]
+    a = torch.linspace(0.8, 0.9, layer.shape[0], dtype=torch.float64)
+    n = layer.neurons
+    bad = Layer(layer.name, layer.synapse, Neurons("LIF", n.threshold, a, n.gain, n.leak))
+    net = FeedForwardSNN(net.input_shape, (*net.layers[:2], bad), net.dt)
+    with pytest.raises(ConfigError, match="l2.*one dv per process"):
+        quantize_feedforward(net, _inputs(net))
+
+
+def test_cli_simulates_and_exports_a_nir_file(make_feedforward, tmp_path):
+    import json
+
+    from sdm_neuro.cli import main
+
+    net = make_feedforward(0, "LIF")
+    src = _written(net, tmp_path)
+    out = tmp_path / "sim"
+    assert main(["simulate", str(src), "--time-steps", "12", "--num", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    rep = json.loads((out / "simulate.json").read_text())
+    assert rep["dt"] == net.dt and list(rep["layers"]) == ["l0", "l1", "l2"]  # the net's
+    assert (out / "rates.png").stat().st_size > 0 and (out / "spikes.npz").is_file()
+    exp = tmp_path / "exp"
+    assert main(["export", str(src), "--target", "nir", "--time-steps", "12", "--num", "2",
+                 "--out", str(exp)]) == 0
+    manifest = json.loads((exp / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"network.nir", "quantized.pt"}
+    back = feedforward_from_nir(exp / "network.nir")
+    for a, b in zip(run_float(net, _inputs(net)), run_float(back, _inputs(net)), strict=True):
+        assert torch.equal(a, b)
+    # the bundle simulates exactly as the file it was exported from (same input, seed 0), and
+    # with its stored integer parameters on any other input
+    out2 = tmp_path / "sim2"
+    assert main(["simulate", "--bundle", str(exp), "--time-steps", "12", "--num", "2",
+                 "--out", str(out2), "--quiet"]) == 0
+    with np.load(out / "spikes.npz") as a, np.load(out2 / "spikes.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
+    out3 = tmp_path / "sim3"
+    assert main(["simulate", "--bundle", str(exp), "--time-steps", "12", "--num", "2",
+                 "--seed", "7", "--out", str(out3), "--quiet"]) == 0
+    rep3 = json.loads((out3 / "simulate.json").read_text())
+    assert {k: v["vth"] for k, v in rep3["layers"].items()} == \
+        {k: v["vth"] for k, v in rep["layers"].items()}
+    (exp / "quantized.pt").write_bytes(b"changed")
+    assert main(["simulate", "--bundle", str(exp), "--out", str(tmp_path / "x"), "--quiet"]) == 7
+
+
+def test_cli_bad_nir_file_fails_cleanly(tmp_path):
+    from sdm_neuro.cli import main
+
+    bad = tmp_path / "bad.nir"
+    bad.write_bytes(b"not hdf5")
+    out = tmp_path / "out"
+    assert main(["simulate", str(bad), "--out", str(out), "--quiet"]) == 4
+    assert not out.exists()
+
+
+def _dense(ql):
+    """The layer's integer synapses as a dense [targets, sources] matrix, by unit impulses."""
+    from torch.nn import functional as F
+
+    s = ql.layer.synapse
+    n_in = int(np.prod(s.in_shape))
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *s.in_shape)
+    w = ql.weight_int.double()
+    out = eye.flatten(1) @ w.T if s.kind == "affine" else F.conv2d(eye, w, None, s.stride,
+                                                                   s.padding)
+    return out.reshape(n_in, -1).T
+
+
+PROFILE = """name = "tiny"
+title = "t"
+kind = "neuromorphic"
+process = "p"
+description = "d"
+[limits]
+neurons_per_core = { value = 50, tag = "datasheet", source = "m" }
+fan_in_per_neuron_max = { value = 1, tag = "datasheet", source = "m" }
+fan_out_per_neuron_max = { value = 1, tag = "datasheet", source = "m" }
+cores_per_chip = { value = 4, tag = "datasheet", source = "m" }
+[energy]
+synop_pj = { value = 1.0, tag = "estimated", source = "m" }
+"""
+
+
+def test_feedforward_constraint_counts_are_exact(make_feedforward, tmp_path):
+    from sdm_neuro.hardware_profiles.constraints import check_feedforward
+    from sdm_neuro.hardware_profiles.profile import get_profile
+    from sdm_neuro.compiler.quantize_feedforward import quantize_feedforward
+
+    net = make_feedforward(0, "IF")
+    qnet = quantize_feedforward(net, _inputs(net))
+    (tmp_path / "tiny.toml").write_text(PROFILE)
+    placement = check_feedforward(qnet, get_profile(tmp_path / "tiny.toml"))
+    msgs = {str(v) for v in placement.violations}
+    for i, ql in enumerate(qnet.layers):
+        nz = _dense(ql) != 0
+        fin = int(nz.sum(1).max())
+        assert f"{ql.layer.name}: fan-in (source neurons per neuron) is {fin:,}, limit 1" in msgs
+        if i > 0:
+            fout = int(nz.sum(0).max())
+            prev = qnet.layers[i - 1].layer.name
+            assert f"{prev}: fan-out (targets per neuron) is {fout:,}, limit 1" in msgs
+    want = {ql.layer.name: -(-int(np.prod(ql.layer.shape)) // 50) for ql in qnet.layers}
+    assert placement.cores == want and placement.chips == -(-sum(want.values()) // 4)
+    # the CLI: a violation of an asked-for profile is exit code 8 and no output
+    from sdm_neuro.cli import main
+
+    out = tmp_path / "exp"
+    assert main(["export", str(_written(net, tmp_path)), "--profile",
+                 str(tmp_path / "tiny.toml"), "--num", "2", "--out", str(out)]) == 8
+    assert not out.exists()
+
+
+# --- CLI claims: bundles of files with their own node names, --dt, --input --------------------
+
+def _nir_file(path, layers, in_size):
+    """A NIR file of Affine -> neuron layers with the given node names: ``layers`` is a list of
+    (synapse name, weight, neuron name, neuron node)."""
+    nodes, edges, prev = {"in": nir.Input(np.array([in_size]))}, [], "in"
+    for syn, w, neu, node in layers:
+        nodes[syn] = nir.Affine(weight=np.asarray(w, dtype=np.float64), bias=np.zeros(len(w)))
+        nodes[neu] = node
+        edges += [(prev, syn), (syn, neu)]
+        prev = neu
+    nodes["out"] = nir.Output(np.array([len(layers[-1][1])]))
+    edges.append((prev, "out"))
+    nir.write(path, nir.NIRGraph(nodes, edges))
+    return path
+
+
+def _if(n, th=1.0):
+    return nir.IF(r=np.ones(n), v_threshold=np.full(n, th), v_reset=np.zeros(n))
+
+
+def _lif(n, tau, th=1.0):
+    return nir.LIF(tau=np.full(n, tau), r=np.ones(n), v_leak=np.zeros(n),
+                   v_threshold=np.full(n, th), v_reset=np.zeros(n))
+
+
+def _rep(path):
+    import json
+
+    return json.loads((path / "simulate.json").read_text())
+
+
+def test_bundle_of_a_file_with_its_own_node_names_simulates(tmp_path):
+    """A bundle exported by sdm-neuro from a file whose nodes are not named as the writer
+    names them simulates (the layer names survive network.nir), exactly as the file does."""
+    from sdm_neuro.cli import main
+
+    rng = np.random.default_rng(0)
+    src = _nir_file(tmp_path / "named.nir", [
+        ("fc1", rng.normal(0.3, 1.0, (6, 10)), "lif1", _lif(6, 2e-3, 0.8)),
+        ("fc2", rng.normal(0.3, 1.0, (3, 6)), "spk2", _if(3))], 10)
+    opts = ["--time-steps", "12", "--num", "3", "--seed", "4", "--quiet"]
+    assert main(["simulate", str(src), *opts, "--out", str(tmp_path / "direct")]) == 0
+    direct = np.load(tmp_path / "direct" / "spikes.npz")
+    assert sorted(direct.files) == ["float:fc1>lif1", "float:fc2>spk2", "integer:fc1>lif1",
+                                    "integer:fc2>spk2"]
+    assert all(direct[k].sum() > 0 for k in direct.files)
+    for target in ("nir", "loihi2"):
+        exp, out = tmp_path / f"exp-{target}", tmp_path / f"sim-{target}"
+        assert main(["export", str(src), "--target", target, "--time-steps", "12", "--num", "3",
+                     "--seed", "4", "--out", str(exp)]) == 0
+        assert {"fc1", "lif1", "fc2", "spk2"} <= set(nir.read(exp / "network.nir").nodes)
+        assert main(["simulate", "--bundle", str(exp), *opts, "--out", str(out)]) == 0
+        assert list(_rep(out)["layers"]) == ["fc1>lif1", "fc2>spk2"]
+        with np.load(out / "spikes.npz") as b:
+            assert sorted(b.files) == sorted(direct.files)
+            for k in direct.files:
+                assert np.array_equal(direct[k], b[k]), (target, k)
+
+
+def test_cli_dt_sets_the_discretisation(tmp_path):
+    """``--dt`` is the Euler step of a LIF: retention 1 - dt/tau (dv = 4096 dt/tau) and gain
+    r dt/tau. One neuron, tau 10 ms, weight 3, threshold 1, input 1 every step: v grows by
+    0.3, 0.27, ... with dt 1 ms (spikes every 4th step) and by 0.75, 0.5625 with 2.5 ms (every
+    2nd step)."""
+    from sdm_neuro.cli import main
+
+    src = _nir_file(tmp_path / "one.nir", [("fc", [[3.0]], "lif", _lif(1, 0.01))], 1)
+    np.save(tmp_path / "ones.npy", np.ones((1, 1)))
+    for dt, dv, count in ((1e-3, 410, 8), (2.5e-3, 1024, 16)):  # dv = round(4096 * dt / tau)
+        v, n = 0.0, 0
+        for _ in range(32):  # the documented Euler step, by hand
+            v = (1 - dt / 0.01) * v + dt / 0.01 * 3.0
+            n, v = (n + 1, 0.0) if v > 1 else (n, v)
+        assert n == count
+        out = tmp_path / f"dt{dt}"
+        assert main(["simulate", str(src), "--dt", str(dt), "--input", str(tmp_path / "ones.npy"),
+                     "--time-steps", "32", "--out", str(out), "--quiet"]) == 0
+        rep = _rep(out)
+        layer = rep["layers"]["fc>lif"]
+        assert rep["dt"] == dt and layer["dv"] == dv
+        assert layer["retention_float"] == pytest.approx(1 - dt / 0.01, abs=1e-15)
+        assert layer["rate_float"] == layer["rate_integer"] == count / 32
+
+
+def test_cli_input_file_is_the_input(tmp_path):
+    """``--input``: zeros give no spike anywhere, a strong input spikes every layer; [B, *in]
+    is held every step, so it equals the [T, B, *in] file that repeats it; a [T, B, *in] file
+    sets the number of steps."""
+    from sdm_neuro.cli import main
+
+    src = _nir_file(tmp_path / "two.nir", [("a", np.full((3, 4), 0.3), "n", _if(3)),
+                                            ("b", np.full((2, 3), 0.5), "m", _if(2))], 4)
+    held = np.array([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=np.float32)
+    files = {"zeros": np.zeros((2, 4)), "held": held, "seq": np.repeat(held[None], 12, 0),
+             "short": np.repeat(held[None], 5, 0)}
+    spikes = {}
+    for name, arr in files.items():
+        np.save(tmp_path / f"{name}.npy", arr)
+        out = tmp_path / name
+        assert main(["simulate", str(src), "--input", str(tmp_path / f"{name}.npy"),
+                     "--time-steps", "12", "--out", str(out), "--quiet"]) == 0
+        spikes[name] = dict(np.load(out / "spikes.npz"))
+        rep = _rep(out)
+        assert (rep["time_steps"], rep["batch"]) == (5 if name == "short" else 12, 2)
+    assert all(not s.any() for s in spikes["zeros"].values())
+    # layer n: drive 0.6 (two inputs) spikes every 2nd step, 1.2 (four) every step
+    n = spikes["held"]["float:a>n"]
+    assert n[:, 0].sum() == 3 * 6 and n[:, 1].sum() == 3 * 12
+    assert all(s.sum() > 0 for s in spikes["held"].values())
+    for k in spikes["held"]:
+        assert np.array_equal(spikes["held"][k], spikes["seq"][k]), k
+        assert np.array_equal(spikes["held"][k][:5], spikes["short"][k]), k
