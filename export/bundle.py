@@ -28,10 +28,11 @@ import torch
 
 from ..config import UNetConfig
 from ..ir.graph import HOST, DeployGraph, HostStages, NeuronParams, Population, Projection
-from ..compiler.quantize_graph import BIAS_EXP_MAX, VTH_MAX, WEIGHT_EXP_RANGE, WEIGHT_MAX
 from ..errors import CheckpointError, ExportError, SdmNeuroError
+from ..formats import check_format
 from ..fileio import read_json_limited, read_npy_header, regular_file, sha256_file
-from ..ir.fixed_point import MAX_DELAY
+from ..ir.fixed_point import (LIF_RANGES, MAX_DELAY, VTH_MAX, WEIGHT_EXP_RANGE, WEIGHT_MAX,
+                              WEIGHT_MIN)
 
 BUNDLE_FORMAT = "sdm-neuro-bundle"
 BUNDLE_VERSION = 1
@@ -187,9 +188,10 @@ DECLARED_MAX_BYTES = 4 << 30    # array data a NIR / npz file declares, checked 
 HDF5_MAX_OBJECTS = 200_000      # groups and datasets of one NIR file (the paper model: ~3,000)
 _SHA256 = re.compile("[0-9a-f]{64}")
 _PROJECTION_NAME = re.compile(r"(conv|host):[0-9]+")
-# Lava's LIF ranges (du, dv 12 bits, bias_exp 3 bits); vth >= 1: the scale is threshold / 64 vth
-LIF_RANGES = {"vth": (1, VTH_MAX), "bias_exp": (0, BIAS_EXP_MAX), "du": (0, 4095),
-              "dv": (0, 4095)}
+# Lava's LIF ranges (du, dv 12 bits, bias_exp 3 bits), in the order they are read; vth >= 1:
+# the scale is threshold / 64 vth
+MANIFEST_LIF_RANGES = {"vth": (1, VTH_MAX), "bias_exp": LIF_RANGES["bias_exp"],
+                       "du": LIF_RANGES["du"], "dv": LIF_RANGES["dv"]}
 
 
 def _show(v: object) -> str:
@@ -314,7 +316,7 @@ def _populations(g, names: list[str], cfg: UNetConfig, source: str) -> list[Popu
         if not (_array(node.v_reset, f"{where}: v_reset", "fiu", shape) == 0).all():
             _fail(f"{where}: v_reset", "0 for every neuron (reset to zero)", node.v_reset)
         lif = NeuronParams(**{k: _int(_key(m, k, where), f"{where}: {k}", lo, hi)
-                              for k, (lo, hi) in LIF_RANGES.items()})
+                              for k, (lo, hi) in MANIFEST_LIF_RANGES.items()})
         threshold = float(th.flat[0])
         scale = _num(_key(m, "scale", where), f"{where}: scale", positive=True)
         if not math.isclose(scale * 64 * lif.vth, threshold, rel_tol=1e-9):
@@ -422,11 +424,11 @@ def _weight_int(v: object, shape: tuple[int, ...], cfg: UNetConfig, where: str) 
     if w.shape not in (shape, (cfg.snn_steps, *shape)):
         _fail(f"{where}: weight_int", f"an array of shape {list(shape)} or "
               f"{[cfg.snn_steps, *shape]} (TSM: one set per SNN step)", w)
-    bad = (w < -256) | (w > WEIGHT_MAX) | (w % 2 != 0)
+    bad = (w < WEIGHT_MIN) | (w > WEIGHT_MAX) | (w % 2 != 0)
     if bad.any():
-        raise ExportError(f"{where}: weight_int must be even integers in [-256, {WEIGHT_MAX}] "
-                          f"(Lava's 8-bit mantissa); {int(bad.sum())} are not, e.g. "
-                          f"{int(w[bad].flat[0])}.")
+        raise ExportError(f"{where}: weight_int must be even integers in "
+                          f"[{WEIGHT_MIN}, {WEIGHT_MAX}] (Lava's 8-bit mantissa); "
+                          f"{int(bad.sum())} are not, e.g. {int(w[bad].flat[0])}.")
     return torch.from_numpy(w.astype(np.int16))
 
 
@@ -550,12 +552,10 @@ def graph_from_nir(g, host: dict[str, np.ndarray], *, source: str,
     from ..errors import ConfigError
 
     top = _meta(g, f"{source}: graph")
-    version = _scalar(top.get("format_version"))
-    if top.get("format") != BUNDLE_FORMAT or isinstance(version, bool | np.bool_) or \
-            not isinstance(version, int | np.integer) or version != BUNDLE_VERSION:
-        raise ExportError(f"{source}: not an {BUNDLE_FORMAT} version {BUNDLE_VERSION} network "
-                          f"(format={_show(top.get('format'))}, "
-                          f"version={_show(top.get('format_version'))}).")
+    check_format(_scalar(top.get("format")), _scalar(top.get("format_version")),
+                 expected=BUNDLE_FORMAT, supported_max=BUNDLE_VERSION, where=source,
+                 what=f"an {BUNDLE_FORMAT} version {BUNDLE_VERSION} network", error=ExportError,
+                 show=_show)
     raw = _key(top, "config", f"{source}: graph")
     if not isinstance(raw, dict):
         _fail(f"{source}: config", "a table of model settings", raw)
@@ -622,8 +622,9 @@ def bundle_format(path: str | Path) -> str | None:
 def read_manifest(path: str | Path, fmt: str = BUNDLE_FORMAT, version: int = BUNDLE_VERSION,
                   *, error: type[SdmNeuroError] = CheckpointError) -> dict[str, Any]:
     """A bundle's manifest, after checking its format and every listed file: a plain name in
-    the bundle, a regular file, its size and SHA-256. ``error`` is the class raised (the U-Net
-    reader passes :class:`ExportError`)."""
+    the bundle, a regular file, its size and SHA-256. ``fmt`` and ``version``: the format and
+    the newest version this reader reads (:func:`sdm_neuro.formats.check_format`). ``error`` is
+    the class raised (the U-Net reader passes :class:`ExportError`)."""
     path = Path(path)
     if not path.is_dir():
         raise error(f"{path}: not an export bundle (not a directory).")
@@ -634,10 +635,9 @@ def read_manifest(path: str | Path, fmt: str = BUNDLE_FORMAT, version: int = BUN
                                  max_bytes=MANIFEST_MAX_BYTES)
     if not isinstance(manifest, dict):
         raise error(f"{man_path}: must be a JSON object, got {type(manifest).__name__}.")
-    got_fmt, got_version = manifest.get("format"), manifest.get("format_version")
-    if got_fmt != fmt or type(got_version) is not int or got_version != version:
-        raise error(f"{man_path}: not a {fmt} version {version} manifest "
-                    f"(format={got_fmt!r}, version={got_version!r}).")
+    check_format(manifest.get("format"), manifest.get("format_version"), expected=fmt,
+                 supported_max=version, where=str(man_path),
+                 what=f"a {fmt} version {version} manifest", error=error)
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise error(f"{man_path}: files must be an object (file name -> {{sha256, bytes}}), "

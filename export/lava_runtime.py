@@ -7,11 +7,8 @@ One denoising call is one Lava network per sample:
   constant part, time embedding, pixel conv - as per-neuron ``bias_mant``) whose reset falls at
   the start of its window (``simulators/timed.py`` proves why the windows line up);
 * every projection is a ``Sparse`` (or ``DelaySparse`` for the balancing delays) holding the
-  explicit synapse matrix: the conv, its stride and a nearest upsample unrolled into one weight
-  per (source, target) pair. Folded upsample taps can leave the 8-bit range; such a matrix is
-  split into parts that each fit, and Lava sums the parts at the neuron's input. Each part
-  shifts its own sum by ``weight_exp``: exact for a left shift, and for a right shift (a floor)
-  because all parts but one hold multiples of ``2**-weight_exp`` (:func:`weight_parts`);
+  explicit synapse matrix of :mod:`.lava_synapses` (the conv unrolled into one weight per
+  (source, target) pair, split into parts that each fit one 8-bit synapse);
 * every population's spikes are read through a sink ``RingBuffer``;
 * TSM (SDM's per-step weights): a projection whose weights differ per SNN step runs from its
   source S through time-gated relays, one ``LIF`` per window step k of S, each passing S's
@@ -19,8 +16,9 @@ One denoising call is one Lava network per sample:
   neuron (du = dv = 4095, vth 2, so v is 128 per input and fires on two) needs both its source
   neuron's spike and a clock spike; the clock of global step tau is a single neuron with bias
   64 per step and vth = tau that fires once, at tau, then inhibits itself for good. The relay
-  adds one step, which ``simulators/timed.py`` schedules. The per-step bias of TSM populations
-  is set by the host before each step (``bias_mant.set``; the run goes one step at a time).
+  adds one step, which the schedule pass (``sdm_neuro.compiler.schedule``) accounts for. The
+  per-step bias of TSM populations is set by the host before each step (``bias_mant.set``; the
+  run goes one step at a time).
 
 Lava runs in a child process with a hard timeout: an error inside a Lava process can deadlock
 the run instead of raising.
@@ -37,94 +35,27 @@ import torch
 
 from ..compiler.schedule import schedule
 from ..errors import ExportError
-from ..ir.graph import HOST, DeployGraph, Projection, call_length, relayed
+from ..ir.fixed_point import (DECAY_MAX, NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU, VTH_SHIFT,
+                              WEIGHT_BITS, WEIGHT_EXP_MAX, WEIGHT_MIN)
+from ..ir.graph import HOST, DeployGraph, call_length, relayed
 from ..ir.host import per_call_bias, pixel_current
 from ..simulators.integer import IntegerSimulator, bias_mantissa
 from .lava_process import run_child
+from .lava_synapses import connection_matrix, weight_parts
 
-WEIGHT_MIN, WEIGHT_MAX = -256, 254  # Lava's MIXED sign mode: 8-bit mantissa, even values
+# The TSM clock and relay neurons (build_network). Both have no synaptic memory (u forgets every
+# step). A relay's v forgets too: dv = DECAY_MAX keeps (v * 1) >> 12 of it, 0 for any v the
+# relay reaches (at most 256). A clock's v integrates (dv = NO_LEAK_DV) a bias of one threshold
+# unit per step (bias_mant 1 at bias_exp VTH_SHIFT); once it fires it inhibits itself with the
+# strongest input one synapse sends, WEIGHT_MIN << WEIGHT_EXP_MAX.
+RELAY_DU, RELAY_DV = NO_SYNAPTIC_MEMORY_DU, DECAY_MAX
+CLOCK_DU, CLOCK_DV, CLOCK_BIAS_EXP = NO_SYNAPTIC_MEMORY_DU, NO_LEAK_DV, VTH_SHIFT
+CLOCK_INHIBIT_WEIGHT, CLOCK_INHIBIT_EXP = WEIGHT_MIN, WEIGHT_EXP_MAX
 
 
 def check_lava_deployable(graph: DeployGraph) -> None:
     if not graph.quantized:
         raise ExportError("the graph is not quantized; quantize it before building Lava processes.")
-
-
-def connection_matrix(proj: Projection, src_shape: tuple[int, int, int],
-                      dst_shape: tuple[int, int, int], step: int = 0
-                      ) -> scipy.sparse.csr_matrix:  # noqa: F821
-    """The synapses of ``proj`` (at SNN step ``step`` for TSM) as an int64 ``[N_dst, N_src]``
-    CSR matrix over C-order flattened (C, H, W) populations: each conv tap placed explicitly,
-    the upsampled positions mapped back to their source neuron, taps that meet the same
-    (source, target) pair summed."""
-    from scipy.sparse import coo_matrix
-
-    w = proj.weight_int.to(torch.int64)
-    w = (w[step] if w.dim() == 5 else w).numpy()
-    c_out, c_in, k, _ = w.shape
-    cs, hs, ws = src_shape
-    cd, hd, wd = dst_shape
-    if c_in != cs or c_out != cd:
-        raise ExportError(f"projection {proj.src} -> {proj.dst}: weight {tuple(w.shape)} does not "
-                          f"fit source {src_shape} / target {dst_shape}.")
-    u, s, pad = proj.upsample, proj.stride, proj.padding
-
-    def axis(n_out: int, n_src: int):  # (output index, tap, source index) along one axis
-        o, kk = np.meshgrid(np.arange(n_out), np.arange(k), indexing="ij")
-        pos = o * s + kk - pad  # position on the (upsampled) input map
-        ok = (pos >= 0) & (pos < n_src * u)
-        return o[ok], kk[ok], pos[ok] // u
-
-    yo, ky, ys = axis(hd, hs)
-    xo, kx, xs = axis(wd, ws)
-    co, ci = np.meshgrid(np.arange(c_out), np.arange(c_in), indexing="ij")
-    co, ci = co.ravel(), ci.ravel()
-    vals = w[co[:, None, None], ci[:, None, None], ky[None, :, None], kx[None, None, :]]
-    rows = (co[:, None, None] * hd + yo[None, :, None]) * wd + xo[None, None, :]
-    cols = (ci[:, None, None] * hs + ys[None, :, None]) * ws + xs[None, None, :]
-    keep = vals != 0
-    m = coo_matrix((vals[keep], (rows[keep], cols[keep])), shape=(cd * hd * wd, cs * hs * ws))
-    m = m.tocsr()  # sums the folded taps
-    m.eliminate_zeros()
-    return m
-
-
-def weight_parts(m, weight_exp: int = 0, where: str = "a projection") -> list:
-    """Split an integer matrix into matrices whose entries fit one Lava synapse (even values in
-    [-256, 254]) and whose Lava outputs sum to the whole matrix's, ``(m @ s) << weight_exp``:
-    usually one part; folded upsample taps may need more.
-
-    Each part is its own connection process and shifts its own sum. A left shift distributes
-    over the sum, so any split is exact for ``weight_exp >= 0``. A negative exponent floors each
-    part's sum, and floors do not add up; they do when all parts but one have entries that are
-    multiples of ``2**-weight_exp`` (their sums then shift exactly): those take the multiples,
-    one more part the remainders ``m mod 2**-weight_exp``, which are even and fit."""
-    if m.nnz and (m.data % 2).any():
-        raise ExportError(f"{where}: a synaptic weight is odd; Lava's mixed-sign weights are "
-                          "even.")
-    if not m.nnz or (m.data.min() >= WEIGHT_MIN and m.data.max() <= WEIGHT_MAX):
-        return [m.copy()] if m.nnz else []
-    parts, rest, hi = [], m.copy(), WEIGHT_MAX
-    if weight_exp < 0:
-        unit = 2 ** -weight_exp
-        hi = -WEIGHT_MIN - unit  # the largest multiple of unit below 256
-        rem = m.copy()
-        rem.data = np.mod(rem.data, unit)
-        rem.eliminate_zeros()
-        rest = m - rem
-        rest.eliminate_zeros()
-        if unit > -WEIGHT_MIN or (hi <= 0 and rest.nnz and rest.data.max() > 0):
-            raise ExportError(f"{where}: weight_exp {weight_exp}: the matrix needs more than one Lava "
-                              f"synapse per weight, and its parts would have to be multiples of "
-                              f"{unit} in [-256, 254], which they cannot be exactly.")
-        parts = [rem] if rem.nnz else []
-    while rest.nnz:  # every step takes the largest part that fits (multiples of unit if < 0)
-        part = rest.copy()
-        part.data = np.clip(part.data, WEIGHT_MIN, hi)
-        parts.append(part)
-        rest = rest - part
-        rest.eliminate_zeros()
-    return parts
 
 
 def bias_mantissas(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor) -> dict[str, np.ndarray]:
@@ -151,7 +82,7 @@ def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
 
     def sparse(weights, weight_exp=0, delay=0):
         common = {"weights": weights.astype(np.int32), "weight_exp": weight_exp,
-                  "num_weight_bits": 8, "sign_mode": SignMode.MIXED}
+                  "num_weight_bits": WEIGHT_BITS, "sign_mode": SignMode.MIXED}
         if not delay:
             return Sparse(**common)
         delays = weights.astype(np.int64)  # Lava checks dtype == int
@@ -165,9 +96,10 @@ def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
     def clock(tau: int):
         """One neuron that spikes at global step tau only (v = 64 (tau + 1) > 64 vth first)."""
         if tau not in clocks:
-            c = LIF(shape=(1,), du=4095, dv=0, vth=tau, bias_mant=np.array([1]), bias_exp=6,
-                    name=f"clock:{tau}")
-            connect(c, sparse(csr_matrix(np.array([[-256]])), weight_exp=7), c)  # never again
+            c = LIF(shape=(1,), du=CLOCK_DU, dv=CLOCK_DV, vth=tau, bias_mant=np.array([1]),
+                    bias_exp=CLOCK_BIAS_EXP, name=f"clock:{tau}")
+            connect(c, sparse(csr_matrix(np.array([[CLOCK_INHIBIT_WEIGHT]])),
+                              weight_exp=CLOCK_INHIBIT_EXP), c)  # never again
             clocks[tau] = c
         return clocks[tau]
 
@@ -175,7 +107,8 @@ def build_network(graph: DeployGraph, bias: dict[str, np.ndarray]):
         """``src``'s spikes of its window step k, one step later."""
         if (src, k) not in relays:
             pop = graph.population(src)
-            r = LIF(shape=(pop.neurons,), du=4095, dv=4095, vth=2, name=f"relay:{src}:{k}")
+            r = LIF(shape=(pop.neurons,), du=RELAY_DU, dv=RELAY_DV, vth=2,
+                    name=f"relay:{src}:{k}")
             connect(lifs[src], sparse(identity(pop.neurons, dtype=np.int64, format="csr") * 2), r)
             connect(clock(pop.offset + k), sparse(csr_matrix(np.full((pop.neurons, 1), 2))), r)
             relays[src, k] = r

@@ -34,8 +34,10 @@ from ..errors import ExportError, UsageError
 from ..fileio import write_atomic
 from ..ir.feedforward import check_input
 from ..ir.feedforward import QuantizedSNN, is_spike_input
+from ..ir.fixed_point import NO_SYNAPTIC_MEMORY_DU
 
 NETX_FILE = "network.net"
+NETX_IDECAY = NO_SYNAPTIC_MEMORY_DU + 1  # netx builds its LIF with du = iDecay - 1
 
 
 def check_netx(qnet: QuantizedSNN) -> None:
@@ -87,7 +89,7 @@ def _write(qnet: QuantizedSNN, tmp: Path) -> None:
             g.create_dataset("bias", data=bias.astype(np.float32))
             n = g.create_group("neuron")
             n.create_dataset("type", data=np.bytes_("CUBA"))
-            n.create_dataset("iDecay", data=4096)      # du = 4095: no synaptic memory
+            n.create_dataset("iDecay", data=NETX_IDECAY)  # no synaptic memory
             n.create_dataset("vDecay", data=ql.dv)
             n.create_dataset("vThMant", data=ql.vth)
             n.create_dataset("refDelay", data=1)

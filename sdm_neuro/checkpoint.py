@@ -39,6 +39,7 @@ import torch
 from .config import UNetConfig
 from .errors import CheckpointError, CheckpointMismatchError, ConfigError, UsageError
 from .fileio import regular_file, write_atomic
+from .formats import check_format
 from .models.unet import SpikingUNet
 
 FORMAT_TAG = "sdm-neuro-checkpoint"
@@ -334,10 +335,9 @@ def read_checkpoint(path: str | Path, *, weights: WeightsChoice = "auto",
 
 def _native_header(obj: dict[str, Any], path: Path) -> tuple[UNetConfig, dict[str, Any]]:
     """The stored config and meta of a native checkpoint, each value checked."""
-    version = obj.get("format_version")
-    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
-        raise CheckpointError(f"{path}: native checkpoint format_version {version!r} is not "
-                              f"supported (this sdm-neuro reads versions 1 to {FORMAT_VERSION}).")
+    check_format(obj.get("format"), obj.get("format_version"), expected=FORMAT_TAG,
+                 supported_max=FORMAT_VERSION, where=str(path),
+                 what="a native checkpoint of a supported version", error=CheckpointError)
     if not isinstance(obj.get("config"), dict):
         raise CheckpointError(f"{path}: native checkpoint has no 'config' dict "
                               f"(found {type(obj.get('config')).__name__}).")

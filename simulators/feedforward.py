@@ -12,10 +12,9 @@ from torch.nn import functional as F
 
 from ..errors import UsageError
 from ..ir.feedforward import QuantizedSNN, QuantLayer, check_input, is_spike_input
+from ..ir.fixed_point import HOST_A_IN_MAX, NO_SYNAPTIC_MEMORY_DU
 from ..ir.fixed_point import NETX_BIAS_EXP as BIAS_EXP
 from .lif import LifParams, LifState, lif_step
-
-HOST_A_IN_MAX = 1 << 24  # largest graded input per step (Lava's u is int32: a_in << 6)
 
 
 def synaptic_input(ql: QuantLayer, s: torch.Tensor) -> torch.Tensor:
@@ -67,7 +66,7 @@ def run_integer(qnet: QuantizedSNN, x: torch.Tensor, *, counters: dict | None = 
         flat = s.reshape(steps * batch, *s.shape[2:])
         a_in = synaptic_input(ql, flat) if (i > 0 or qnet.spike_input) else host_input(ql, flat)
         a_in = a_in.reshape(steps, batch, *ql.layer.shape)
-        p = LifParams(du=4095, dv=ql.dv, vth=ql.vth, bias_exp=BIAS_EXP)
+        p = LifParams(du=NO_SYNAPTIC_MEMORY_DU, dv=ql.dv, vth=ql.vth, bias_exp=BIAS_EXP)
         state = LifState.zeros((batch, *ql.layer.shape))
         s = torch.stack([lif_step(state, a_in[t], ql.bias_mant, p, counters=counters,
                                   check=False) for t in range(steps)])

@@ -10,21 +10,25 @@ and the result are exact whatever the summation order). Larger fan-ins fall back
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
 
-from ..ir.graph import HOST, DeployGraph, Population, Projection, fan_out
+from ..ir.connectivity import stored_fan_out
+from ..ir.graph import HOST, DeployGraph, Population, Projection
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
 from ..errors import ConfigError
+from ..ir.fixed_point import BIAS_MAX, BIAS_MIN, NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU
 from .float_graph import project
-from .lif import DECAY_UNITY, DS_OFFSET, LifParams, LifState, if_run, lif_step
+from .lif import LifParams, LifState, if_run, lif_step
 
-FLOAT32_EXACT = 2**24
-IF_DU = DECAY_UNITY - DS_OFFSET  # u forgets every step: the IF neurons of SDDPM
+# float32 holds every integer up to 2**(stored mantissa bits + 1) exactly (the implicit bit).
+FLOAT32_MANTISSA_BITS = round(-math.log2(torch.finfo(torch.float32).eps))  # 23
+FLOAT32_EXACT = 1 << (FLOAT32_MANTISSA_BITS + 1)
+IF_DU = NO_SYNAPTIC_MEMORY_DU  # u forgets every step: the IF neurons of SDDPM
 
 
 def accumulation_bound(proj: Projection) -> int:
@@ -62,7 +66,7 @@ def bias_mantissa(pop: Population, current: torch.Tensor, counters: Counters | N
     """Float bias current -> 13-bit mantissa at the population's ``bias_exp`` (clipped, counted)."""
     step = pop.scale * 2.0**pop.lif.bias_exp
     mant = torch.round(current / step).to(torch.int64)
-    clipped = mant.clamp(-4096, 4095)
+    clipped = mant.clamp(BIAS_MIN, BIAS_MAX)
     if counters is not None:
         counters.events["bias_clip"] += int((clipped != mant).sum())
     return clipped
@@ -193,8 +197,7 @@ class IntegerSimulator:
                 start += len(rows)
                 if check_exact_accumulation(p) != torch.float32:
                     dtype = torch.float64
-                sub = dataclasses.replace(p, weight=p.weight[rows])
-                self.fanout[i] = fan_out(sub, self.shapes[p.src]).to(torch.float64)
+                self.fanout[i] = stored_fan_out(p, self.shapes[p.src]).to(torch.float64)
             if entries:
                 p0 = graph.projections[members[0]]
                 tsm = parts[0].dim() == 5
@@ -273,7 +276,7 @@ class IntegerSimulator:
             bias = bias.expand(steps, batch, c, h, w)
             events: dict[str, int] = {}
             params = self.params[pop.name]
-            if params.du == IF_DU and params.dv == 0:
+            if params.du == IF_DU and params.dv == NO_LEAK_DV:
                 out = if_run(drive, bias, params, counters=events)
             else:
                 state = LifState.zeros((batch, c, h, w))

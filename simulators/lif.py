@@ -3,9 +3,11 @@
 Why: the deployment target is Lava's CPU simulation of Loihi 2 (``Loihi2SimCfg(select_tag=
 'fixed_pt')``, model ``PyLifModelBitAcc`` of lava-nc 0.10.0), which cannot run inside torch
 (see ../shared/reference/lava-fixed-point.md). This module reproduces that integer arithmetic on
-int64 torch tensors over any shape (e.g. batch x neurons), so a network's spikes can be simulated
-exactly and quickly without Lava. It claims "bit-exact with Lava's fixed-point models", never
-"bit-exact with the chip".
+int64 torch tensors over any shape (e.g. batch x neurons; int32 in the fused IF path
+:func:`if_run`, where that is exact), so a network's spikes can be simulated exactly and quickly
+without Lava. It claims "bit-exact with Lava's fixed-point models", never "bit-exact with the
+chip". The widths and constants it uses (24-bit u and v, the shifts, the offsets, the parameter
+ranges) come from :mod:`sdm_neuro.ir.fixed_point`, their one home.
 
 Confirmed against the Lava source (repository lava-nc/lava, read at commits 001dbd19 and
 f2a3ba91; the LIF arithmetic is identical in both):
@@ -51,6 +53,9 @@ from dataclasses import dataclass
 import torch
 
 from sdm_neuro.errors import ConfigError
+from sdm_neuro.ir.fixed_point import (ACT_SHIFT, BIAS_MAX, BIAS_MIN, DECAY_UNITY, DS_OFFSET,
+                                      INT32_BITS, LIF_RANGES, MAX_UV, NO_LEAK_DV,
+                                      NO_SYNAPTIC_MEMORY_DU, V_MAX, VTH_SHIFT)
 
 __all__ = [
     "LifParams",
@@ -62,16 +67,9 @@ __all__ = [
     "validate_bias",
 ]
 
-DECAY_SHIFT = 12
-DECAY_UNITY = 1 << DECAY_SHIFT  # 4096
-DS_OFFSET = 1  # added to du only (Lava's ds_offset); dm_offset for dv is 0
-ACT_SHIFT = 6
-VTH_SHIFT = 6
-MAX_UV = 1 << 23  # Lava's max_uv_val
-V_LIMIT = MAX_UV - 1  # v saturates to [-V_LIMIT, V_LIMIT]
-BIAS_MIN, BIAS_MAX = -(1 << 12), (1 << 12) - 1  # 13-bit signed bias_mant
-
-_RANGES = {"du": (0, 4095), "dv": (0, 4095), "vth": (0, (1 << 17) - 1), "bias_exp": (0, 7)}
+# if_run's int32 path takes inputs below this: |a_in << ACT_SHIFT| < 2**29 leaves int32 two bits
+# of headroom for v + u + bias (an implementation bound of this module, not a Lava format).
+_IF_RUN_A_IN_MAX = 1 << (INT32_BITS - 1 - 2 - ACT_SHIFT)
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class LifParams:
     bias_exp: int = 0
 
     def __post_init__(self) -> None:
-        for name, (lo, hi) in _RANGES.items():
+        for name, (lo, hi) in LIF_RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(
@@ -163,14 +161,14 @@ def _count(counters: dict | None, key: str, n: int) -> None:
 
 
 def _saturate_(v: torch.Tensor, counters: dict | None) -> None:
-    """Clip v to [-V_LIMIT, V_LIMIT] in place, counting the clipped elements as "v_saturate"."""
+    """Clip v to [-V_MAX, V_MAX] in place, counting the clipped elements as "v_saturate"."""
     if counters is not None:
         lo, hi = (int(t) for t in torch.aminmax(v))
         n_sat = 0
-        if hi > V_LIMIT or lo < -V_LIMIT:
-            n_sat = int((v > V_LIMIT).sum()) + int((v < -V_LIMIT).sum())
+        if hi > V_MAX or lo < -V_MAX:
+            n_sat = int((v > V_MAX).sum()) + int((v < -V_MAX).sum())
         _count(counters, "v_saturate", n_sat)
-    v.clamp_(-V_LIMIT, V_LIMIT)
+    v.clamp_(-V_MAX, V_MAX)
 
 
 def lif_step(state: LifState, a_in: torch.Tensor, bias_mant: torch.Tensor | int,
@@ -236,12 +234,12 @@ def if_run(drive: torch.Tensor, bias_mant: torch.Tensor, p: LifParams, *,
     the int64 :func:`lif_step` loop. ``drive`` holds integers (any dtype, e.g. float64 holding
     exact integers); ``bias_mant`` (int) broadcasts to ``drive``, so it may differ per step.
     """
-    if p.du != DECAY_UNITY - DS_OFFSET or p.dv != 0:
-        raise ConfigError(f"if_run needs du={DECAY_UNITY - DS_OFFSET}, dv=0 (got du={p.du}, "
-                          f"dv={p.dv}); use lif_step")
+    if p.du != NO_SYNAPTIC_MEMORY_DU or p.dv != NO_LEAK_DV:
+        raise ConfigError(f"if_run needs du={NO_SYNAPTIC_MEMORY_DU}, dv={NO_LEAK_DV} "
+                          f"(got du={p.du}, dv={p.dv}); use lif_step")
     steps = drive.shape[0]
     lo, hi = (int(x) for x in torch.aminmax(drive)) if drive.numel() else (0, 0)
-    if max(hi, -lo) >= 1 << 23:
+    if max(hi, -lo) >= _IF_RUN_A_IN_MAX:
         state = LifState.zeros(drive.shape[1:])
         a, b = drive.to(torch.int64), bias_mant.expand(drive.shape)
         return torch.stack([lif_step(state, a[s], b[s], p, counters=counters, check=False)
@@ -261,7 +259,7 @@ def if_run(drive: torch.Tensor, bias_mant: torch.Tensor, p: LifParams, *,
     # v starts at 0, resets to 0, and gains at most max|u + bias| per step: when T times that
     # stays within the saturation limit, no step can saturate and the clip is skipped.
     ilo, ihi = (int(x) for x in torch.aminmax(u)) if u.numel() else (0, 0)
-    can_saturate = steps * max(ihi, -ilo) > V_LIMIT
+    can_saturate = steps * max(ihi, -ilo) > V_MAX
     if counters is not None and not can_saturate:
         _count(counters, "v_saturate", 0)
     for s in range(steps):

@@ -3,14 +3,14 @@
 Every Dense/Conv process delivers its input one time step after the spikes (Lava's
 ``PyDenseModelBitAcc``), so populations at different depths run shifted. A population P runs its
 T_snn-step window from global step ``offset(P)`` = its longest path from the stem; a projection
-j -> P gets a synaptic delay of ``offset(P) - offset(j) - 1`` steps (<= 62, Lava's
-``DelayDense`` limit), so every path into P lines up. Each population is a ``LIFReset`` whose
-reset (interval = the call length) falls at its window start: whatever its constant bias did
-before (spurious spikes included) is erased, and any spike sent outside its window arrives
-outside the receiver's window too (a spike at step tau < offset(P) reaches P' at
-tau + offset(P') - offset(P) < offset(P')). So within every window the arithmetic is exactly
-the ideal mode's, and the host reads each population's spikes from its window. State is reset
-between denoising calls.
+j -> P gets a synaptic delay of ``offset(P) - offset(j) - 1`` steps (at most
+:data:`sdm_neuro.ir.fixed_point.MAX_DELAY`, 62), so every path into P lines up. Each population
+is a ``LIFReset`` whose reset (interval = the call length) falls at its window start: whatever
+its constant bias did before (spurious spikes included) is erased, and any spike sent outside
+its window arrives outside the receiver's window too (a spike at step tau < offset(P) reaches
+P' at tau + offset(P') - offset(P) < offset(P')). So within every window the arithmetic is
+exactly the ideal mode's, and the host reads each population's spikes from its window. State is
+reset between denoising calls.
 
 TSM (SDM): a projection whose weights differ per SNN step (:func:`sdm_neuro.ir.graph.relayed`) reaches its target
 through time-gated relay populations, one per source window step, which add a step of latency:

@@ -345,3 +345,191 @@ def make_feedforward():
                              f"random seed {seed}")
 
     return make
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny model of quick runs, defined once here; its variants are derived from it. (Models
+# that are a test's subject, such as paper configurations or parametrized architectures, stay
+# in their tests.)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """The tiny U-Net of a quick run: 8 channels, levels (1, 2), one ResBlock per level, one
+    image channel, 2 SNN steps, 8 x 8 images."""
+    from sdm_neuro import UNetConfig
+
+    return UNetConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_config_ch4(tiny_config):
+    """The tiny model with 4 channels (the export bundles of the tiny model)."""
+    return tiny_config.replace(ch=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_config_ch4_t3(tiny_config):
+    """The tiny model with 4 channels and 3 SNN steps (quantized graphs, the integer simulator,
+    Lava)."""
+    return tiny_config.replace(ch=4, snn_steps=3)
+
+
+@pytest.fixture(scope="session")
+def micro_config(tiny_config):
+    """The smallest model: 2 channels, one level, 4 x 4 images (11 populations of 2 x 4 x 4),
+    for tests that write or read a model many times."""
+    return tiny_config.replace(ch=2, ch_mult=(1,), img_size=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_state_dict(tiny_config):
+    """``tiny_state_dict(cfg=tiny_config, seed=0)``: the state_dict of a model of ``cfg``
+    initialised under ``torch.manual_seed(seed)``."""
+    from sdm_neuro import SpikingUNet
+
+    def make(cfg=None, seed=0):
+        torch.manual_seed(seed)
+        return SpikingUNet(tiny_config if cfg is None else cfg).state_dict()
+
+    return make
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_config, tiny_state_dict):
+    """``tmp_path / "m.pt"``: a native checkpoint of the tiny model initialised under seed 0."""
+    from sdm_neuro.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path / "m.pt", tiny_config, tiny_state_dict())
+
+
+@pytest.fixture
+def randomized_checkpoint(tmp_path, tiny_config_ch4, randomized):
+    """``tmp_path / "tiny.pt"``: the 4-channel tiny model, randomized (not freshly initialised:
+    every layer spikes, not always), dataset digits."""
+    from sdm_neuro import SpikingUNet
+    from sdm_neuro.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = tiny_config_ch4
+    return save_checkpoint(tmp_path / "tiny.pt", cfg, randomized(SpikingUNet(cfg)).state_dict(),
+                           meta={"dataset": "digits"})
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe():
+    """A training recipe of a few quick steps on digits."""
+    from sdm_neuro.training import TrainConfig
+
+    return TrainConfig(dataset="digits", steps=4, batch_size=8, lr=1e-3, warmup=2, ema_decay=0.9)
+
+
+@pytest.fixture(scope="session")
+def train_tiny(tiny_config, tiny_recipe):
+    """``train_tiny(folder, name, steps, resume=None)``: train the tiny model with the tiny
+    recipe for ``steps`` steps into ``folder / name`` (on CPU, quietly)."""
+    from sdm_neuro.training import train
+
+    def run(folder, name, steps, resume=None):
+        return train(tiny_config,
+                     tiny_recipe.__class__(**{**tiny_recipe.to_dict(), "steps": steps}),
+                     out=folder / name, device="cpu", resume=resume, progress=False,
+                     save_every=0, log=lambda _: None)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def micro_bundle(tmp_path_factory, micro_config, randomized):
+    """(folder, graph): a well-formed NIR export bundle of the randomized micro model, written
+    once; tests copy it before they change it."""
+    from sdm_neuro import SpikingUNet
+    from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
+    from sdm_neuro.compiler.schedule import schedule
+    from sdm_neuro.export.bundle import write_bundle
+
+    torch.manual_seed(0)
+    model = randomized(SpikingUNet(micro_config))
+    graph = schedule(build_integer_graph(model, calibration_inputs(
+        torch.rand(8, 1, 4, 4) * 2 - 1, batches=1, batch_size=4)))
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    out.mkdir()
+    write_bundle(graph, out, {"target": "nir", "dataset": "digits",
+                              "model_config": graph.config.to_dict(),
+                              "quantization": {"threshold_scale": 1.0,
+                                               "populations": graph.meta["quantization"]}})
+    return out, graph
+
+
+def _onnx_model(cfg):
+    from sdm_neuro import SpikingUNet
+
+    torch.manual_seed(0)
+    model = SpikingUNet(cfg).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial folded BN: a fair spike rate
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.bias.uniform_(0.0, 0.5)
+            if hasattr(m, "tsmp"):
+                m.tsmp.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="session")
+def onnx_model():
+    """``onnx_model(cfg)``: a model of ``cfg`` under seed 0 with non-trivial BatchNorm
+    statistics (a fair spike rate) and TSM gains, in eval mode."""
+    return _onnx_model
+
+
+@pytest.fixture(scope="session")
+def onnx_exported(tmp_path_factory, tiny_config):
+    """``onnx_exported(tsm)``: (model, ONNX file) of the tiny model (``onnx_model``), exported
+    once per tsm for the session (an export takes ~20 s)."""
+    from sdm_neuro.export.onnx import export_onnx
+
+    cache = {}
+
+    def get(tsm: bool):
+        if tsm not in cache:
+            model = _onnx_model(tiny_config.replace(tsm=tsm))
+            folder = tmp_path_factory.mktemp(f"onnx_tsm{int(tsm)}")
+            cache[tsm] = model, export_onnx(model, folder / "m.onnx")
+        return cache[tsm]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def assert_lava_bit_exact():
+    """``assert_lava_bit_exact(graph, x, t, host_reference)``: one denoising call of ``graph``
+    (scheduled here) in Lava gives every population's spikes of the hardware-timed simulator
+    exactly, and an eps read from Lava's spikes by the tests' own decoder within 1e-4 of the
+    range; the balancing delays are exercised and no population is silent or saturated. Lava
+    must be installed (the modules that use it skip without it)."""
+    from sdm_neuro.compiler.schedule import schedule
+    from sdm_neuro.export.lava_runtime import lava_spikes
+    from sdm_neuro.simulators.timed import TimedSimulator
+
+    def check(graph, x, t, host_reference):
+        independent_bias, independent_decode = host_reference
+        graph = schedule(graph)
+        eps_sim, spk_sim = TimedSimulator(graph)(x, t)
+        spk_lava = lava_spikes(graph, independent_bias(graph, x, t), timeout_s=500)
+        for name, s in spk_sim.items():
+            assert torch.equal(spk_lava[name], s), name
+        # eps: the simulator's own decoder (float32) against the tests' float64 one on Lava's
+        # spikes
+        eps_lava = independent_decode(graph, spk_lava)
+        assert torch.allclose(eps_sim.double(), eps_lava, rtol=0,
+                              atol=1e-4 * eps_lava.abs().max())
+        # the balancing delays were exercised (DelaySparse), not only plain Sparse
+        assert any(p.delay for p in graph.projections)
+        # ... and every population spiked somewhere, and none everywhere (a silent or saturated
+        # layer would test little)
+        for name, s in spk_sim.items():
+            assert 0 < int(s.sum()) < s.numel(), name
+
+    return check

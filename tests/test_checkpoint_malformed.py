@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdm_neuro import CheckpointError, CheckpointMismatchError, SpikingUNet, UNetConfig
+from sdm_neuro import CheckpointError, CheckpointMismatchError
 from sdm_neuro import checkpoint as ckpt_mod
 from sdm_neuro.checkpoint import (
     FORMAT_TAG,
@@ -24,21 +24,28 @@ from sdm_neuro.checkpoint import (
 from sdm_neuro.cli import main as cli
 from sdm_neuro.errors import ConfigError
 
-TINY = UNetConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8)
-TSM = TINY.replace(tsm=True)
+# The checkpoints are of tests/conftest.py's tiny model (tiny_config, tiny_state_dict).
 
 
-def tiny_sd(cfg=TINY, seed=0):
-    torch.manual_seed(seed)
-    return SpikingUNet(cfg).state_dict()
+@pytest.fixture(scope="module")
+def tsm_config(tiny_config):
+    """The tiny model with TSM."""
+    return tiny_config.replace(tsm=True)
 
 
-def native(path: Path, *, cfg=TINY, sd=None, **top) -> Path:
-    """A native checkpoint written by hand, with any top-level entry replaced."""
-    payload = {"format": FORMAT_TAG, "format_version": 1, "config": cfg.to_dict(),
-               "net_model": tiny_sd(cfg) if sd is None else sd, "meta": {}, **top}
-    torch.save(payload, path)
-    return path
+@pytest.fixture
+def native(tiny_config, tiny_state_dict):
+    """``native(path, *, cfg=tiny_config, sd=None, **top)``: a native checkpoint written by hand,
+    with any top-level entry replaced."""
+
+    def write(path: Path, *, cfg=None, sd=None, **top) -> Path:
+        cfg = tiny_config if cfg is None else cfg
+        payload = {"format": FORMAT_TAG, "format_version": 1, "config": cfg.to_dict(),
+                   "net_model": tiny_state_dict(cfg) if sd is None else sd, "meta": {}, **top}
+        torch.save(payload, path)
+        return path
+
+    return write
 
 
 def fails_clearly(path: Path, error: type, *needles: str, capsys) -> str:
@@ -102,9 +109,9 @@ def test_text_file_is_not_a_checkpoint(tmp_path, capsys, text):
     fails_clearly(path, CheckpointError, "not a PyTorch checkpoint", capsys=capsys)
 
 
-def test_legacy_format_is_refused_before_loading(tmp_path, capsys):
+def test_legacy_format_is_refused_before_loading(tmp_path, capsys, tiny_state_dict):
     path = tmp_path / "legacy.pt"
-    torch.save({"net_model": tiny_sd()}, path, _use_new_zipfile_serialization=False)
+    torch.save({"net_model": tiny_state_dict()}, path, _use_new_zipfile_serialization=False)
     fails_clearly(path, CheckpointError, "legacy", "PyTorch < 1.6", capsys=capsys)
 
 
@@ -141,20 +148,21 @@ BAD_CONFIG = [
 
 @pytest.mark.parametrize("key, value, message", BAD_CONFIG,
                          ids=[f"{k}={str(v)[:12]}" for k, v, _ in BAD_CONFIG])
-def test_native_config_values_are_strict(tmp_path, capsys, key, value, message):
-    path = native(tmp_path / "cfg.pt", config={**TINY.to_dict(), key: value})
+def test_native_config_values_are_strict(tmp_path, capsys, native, tiny_config, key, value,
+                                         message):
+    path = native(tmp_path / "cfg.pt", config={**tiny_config.to_dict(), key: value})
     fails_clearly(path, ConfigError, "'config'", message, capsys=capsys)
 
 
-def test_native_config_with_a_missing_key_is_refused(tmp_path, capsys):
-    cfg = TINY.to_dict()
+def test_native_config_with_a_missing_key_is_refused(tmp_path, capsys, native, tiny_config):
+    cfg = tiny_config.to_dict()
     del cfg["snn_steps"]  # used to default to 4 without a word
     path = native(tmp_path / "cfg.pt", config=cfg)
     fails_clearly(path, ConfigError, "['snn_steps'] missing", capsys=capsys)
 
 
 @pytest.mark.parametrize("version", [-1, 0, True, "1", 1.0, None])
-def test_native_format_version_must_be_a_known_integer(tmp_path, capsys, version):
+def test_native_format_version_must_be_a_known_integer(tmp_path, capsys, native, version):
     path = native(tmp_path / "v.pt", format_version=version)
     fails_clearly(path, CheckpointError, f"format_version {version!r} is not supported",
                   capsys=capsys)
@@ -170,17 +178,19 @@ def test_native_format_version_must_be_a_known_integer(tmp_path, capsys, version
     ({"dataset": 5}, "key 'dataset' is a int"),
     ({"train_config": "fast"}, "key 'train_config' is a str"),
 ])
-def test_native_meta_must_be_a_json_dict(tmp_path, capsys, meta, message):
+def test_native_meta_must_be_a_json_dict(tmp_path, capsys, native, meta, message):
     path = native(tmp_path / "meta.pt", meta=meta)
     fails_clearly(path, CheckpointError, message, capsys=capsys)
 
 
-def _safetensors(path: Path, **metadata: str) -> Path:
+def _safetensors(path: Path, cfg, sd: dict, **metadata: str) -> Path:
+    """A safetensors checkpoint of the model ``cfg`` with weights ``sd``, with any metadata entry
+    replaced."""
     from safetensors.torch import save_file
 
-    md = {"format": FORMAT_TAG, "format_version": "1", "config": json.dumps(TINY.to_dict()),
+    md = {"format": FORMAT_TAG, "format_version": "1", "config": json.dumps(cfg.to_dict()),
           "meta": "{}", **metadata}
-    save_file({f"net_model.{k}": v.contiguous() for k, v in tiny_sd().items()}, str(path),
+    save_file({f"net_model.{k}": v.contiguous() for k, v in sd.items()}, str(path),
               metadata=md)
     return path
 
@@ -188,30 +198,17 @@ def _safetensors(path: Path, **metadata: str) -> Path:
 @pytest.mark.parametrize("metadata, error, message", [
     ({"format_version": "-1"}, CheckpointError, "'format_version' is '-1'"),
     ({"format_version": " 1"}, CheckpointError, "'format_version' is ' 1'"),
-    ({"config": json.dumps({**TINY.to_dict(), "ch": 8.0})}, ConfigError, "ch must be an integer"),
+    # a callable entry is the tiny model's config -> the entry
+    ({"config": lambda cfg: json.dumps({**cfg.to_dict(), "ch": 8.0})}, ConfigError,
+     "ch must be an integer"),
     ({"config": "[" * 100_000}, CheckpointError, "metadata 'config' is not valid JSON"),
     ({"meta": '"abc"'}, CheckpointError, "'meta' is a str"),
 ])
-def test_safetensors_metadata_is_strict(tmp_path, capsys, metadata, error, message):
-    path = _safetensors(tmp_path / "m.safetensors", **metadata)
+def test_safetensors_metadata_is_strict(tmp_path, capsys, tiny_config, tiny_state_dict, metadata,
+                                        error, message):
+    metadata = {k: v(tiny_config) if callable(v) else v for k, v in metadata.items()}
+    path = _safetensors(tmp_path / "m.safetensors", tiny_config, tiny_state_dict(), **metadata)
     fails_clearly(path, error, message, capsys=capsys)
-
-
-def test_option_overrides_are_checked_and_named(tmp_path, capsys):
-    path = save_checkpoint(tmp_path / "m.pt", TINY, tiny_sd())
-    with pytest.raises(ConfigError, match=rf"^{path}: --img-size 1000000: .*img_size 1,000,000 "
-                                          r"exceeds the limit 1,024"):
-        read_checkpoint(path, img_size=10**6)
-    with pytest.raises(ConfigError, match=rf"^{path}: --snn-steps 2.5: .*snn_steps must be an "
-                                          r"integer"):
-        read_checkpoint(path, snn_steps=2.5)
-    assert cli(["info", str(path), "--img-size", "2000000"]) == ConfigError.exit_code
-    err = capsys.readouterr().err
-    assert "--img-size 2000000" in err and str(path) in err and "limit 1,024" in err
-    torch.save(tiny_sd(), tmp_path / "sd.pt")  # inferred config: the file is named
-    with pytest.raises(ConfigError, match=rf"{tmp_path / 'sd.pt'} \[state_dict\]: the "
-                                          r"configuration inferred .* snn_steps 300 exceeds"):
-        read_checkpoint(tmp_path / "sd.pt", snn_steps=300, img_size=8)
 
 
 # --------------------------------------------------------- 3. sparse and meta tensors --
@@ -223,8 +220,9 @@ def test_option_overrides_are_checked_and_named(tmp_path, capsys):
      "has layout torch.sparse_csr"),
     (lambda t: torch.empty_like(t, device="meta"), "is a meta-device tensor"),
 ])
-def test_sparse_and_meta_tensors_are_refused(tmp_path, capsys, make, message):
-    sd = tiny_sd()
+def test_sparse_and_meta_tensors_are_refused(tmp_path, capsys, native, tiny_state_dict, make,
+                                            message):
+    sd = tiny_state_dict()
     sd["bn.weight"] = make(sd["bn.weight"])
     path = native(tmp_path / "s.pt", sd=sd)
     fails_clearly(path, CheckpointError, "'net_model.bn.weight'", message, capsys=capsys)
@@ -232,8 +230,10 @@ def test_sparse_and_meta_tensors_are_refused(tmp_path, capsys, make, message):
 
 # ----------------------------------------------------------------------- 4. TSM gains --
 
-def _reference_tsm(path: Path, tsmp) -> Path:
-    sd = {k: (tsmp() if k.endswith(".tsmp") else v) for k, v in tiny_sd(TSM).items()}
+def _reference_tsm(path: Path, tsmp, tsm_sd: dict) -> Path:
+    """A reference-layout checkpoint of a TSM model's ``tsm_sd`` with every ``.tsmp`` replaced
+    by ``tsmp()``."""
+    sd = {k: (tsmp() if k.endswith(".tsmp") else v) for k, v in tsm_sd.items()}
     torch.save({"net_model": sd}, path)
     return path
 
@@ -243,15 +243,17 @@ def _reference_tsm(path: Path, tsmp) -> Path:
     (lambda: torch.ones(0, 1, 1, 1, 1), "[0, 1, 1, 1, 1]"),  # used to name neither file nor key
     (lambda: torch.ones(2, 3, 1, 1, 1), "[2, 3, 1, 1, 1]"),
 ])
-def test_malformed_tsmp_names_the_key(tmp_path, capsys, tsmp, shape):
-    path = _reference_tsm(tmp_path / "tsm.pt", tsmp)
+def test_malformed_tsmp_names_the_key(tmp_path, capsys, tsm_config, tiny_state_dict, tsmp, shape):
+    path = _reference_tsm(tmp_path / "tsm.pt", tsmp, tiny_state_dict(tsm_config))
     msg = fails_clearly(path, CheckpointMismatchError, ".tsmp' has shape " + shape,
                         "[T_snn, 1, 1, 1, 1]", capsys=capsys)
     assert "[net_model]" in msg
 
 
-def test_tsm_stored_snn_steps_disagreeing_with_tsmp_names_both(tmp_path, capsys):
-    path = native(tmp_path / "tsm.pt", cfg=TSM.replace(snn_steps=3), sd=tiny_sd(TSM))
+def test_tsm_stored_snn_steps_disagreeing_with_tsmp_names_both(tmp_path, capsys, native,
+                                                               tsm_config, tiny_state_dict):
+    path = native(tmp_path / "tsm.pt", cfg=tsm_config.replace(snn_steps=3),
+                  sd=tiny_state_dict(tsm_config))
     msg = fails_clearly(path, CheckpointMismatchError,
                         "'snn_steps' is 3 in the stored config but 2 from the weights",
                         "T_snn comes from the shape [2, 1, 1, 1, 1] of '", capsys=capsys)
@@ -262,35 +264,36 @@ def test_tsm_stored_snn_steps_disagreeing_with_tsmp_names_both(tmp_path, capsys)
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.complex64,
                                    torch.uint8, torch.float8_e4m3fn])
-def test_non_float_weights_are_refused(tmp_path, capsys, dtype):
-    sd = tiny_sd()
+def test_non_float_weights_are_refused(tmp_path, capsys, native, tiny_state_dict, dtype):
+    sd = tiny_state_dict()
     sd["downblocks.0.conv1.weight"] = sd["downblocks.0.conv1.weight"].to(dtype)
     path = native(tmp_path / "d.pt", sd=sd)
     fails_clearly(path, CheckpointError, f"downblocks.0.conv1.weight ({dtype})", capsys=capsys)
 
 
-def test_num_batches_tracked_is_int64_and_half_precision_loads(tmp_path):
+def test_num_batches_tracked_is_int64_and_half_precision_loads(tmp_path, tiny_config,
+                                                              tiny_state_dict):
     sd = {k: (v if k.endswith("num_batches_tracked") else v.to(torch.bfloat16))
-          for k, v in tiny_sd().items()}
+          for k, v in tiny_state_dict().items()}
     assert any(k.endswith("num_batches_tracked") and v.dtype == torch.int64 for k, v in sd.items())
     torch.save({"net_model": sd}, tmp_path / "bf16.pt")
     ck = read_checkpoint(tmp_path / "bf16.pt", snn_steps=2, img_size=8)
-    assert ck.config == TINY and ck.state_dict["bn.weight"].dtype == torch.bfloat16
+    assert ck.config == tiny_config and ck.state_dict["bn.weight"].dtype == torch.bfloat16
     sd["bn.num_batches_tracked"] = sd["bn.num_batches_tracked"].float()
     torch.save({"net_model": sd}, tmp_path / "nbt.pt")
     with pytest.raises(CheckpointError, match=r"bn\.num_batches_tracked \(torch\.float32\)"):
         read_checkpoint(tmp_path / "nbt.pt", snn_steps=2, img_size=8)
 
 
-def test_safetensors_integer_weights_are_refused(tmp_path, capsys):
+def test_safetensors_integer_weights_are_refused(tmp_path, capsys, tiny_config, tiny_state_dict):
     from safetensors.torch import save_file
 
-    sd = tiny_sd()
+    sd = tiny_state_dict()
     sd["conv.weight"] = sd["conv.weight"].to(torch.int16)
     path = tmp_path / "i.safetensors"
     save_file({f"net_model.{k}": v.contiguous() for k, v in sd.items()}, str(path),
               metadata={"format": FORMAT_TAG, "format_version": "1",
-                        "config": json.dumps(TINY.to_dict()), "meta": "{}"})
+                        "config": json.dumps(tiny_config.to_dict()), "meta": "{}"})
     fails_clearly(path, CheckpointError, "conv.weight (torch.int16)", capsys=capsys)
 
 
@@ -308,22 +311,24 @@ def _rezip(src: Path, dst: Path, *, pad_pickle: int = 0) -> Path:
     return dst
 
 
-def test_deflated_checkpoint_within_the_limits_loads(tmp_path):
-    src = save_checkpoint(tmp_path / "m.pt", TINY, tiny_sd())
+def test_deflated_checkpoint_within_the_limits_loads(tmp_path, tiny_checkpoint, tiny_config):
+    src = tiny_checkpoint
     path = _rezip(src, tmp_path / "deflated.pt", pad_pickle=1000)
-    assert read_checkpoint(path).config == TINY
+    assert read_checkpoint(path).config == tiny_config
 
 
-def test_pickle_that_inflates_beyond_the_limit_is_refused(tmp_path, capsys):
-    src = save_checkpoint(tmp_path / "m.pt", TINY, tiny_sd())
+def test_pickle_that_inflates_beyond_the_limit_is_refused(tmp_path, capsys, tiny_checkpoint):
+    src = tiny_checkpoint
     path = _rezip(src, tmp_path / "bomb.pt", pad_pickle=40 << 20)
     assert path.stat().st_size < 1 << 20  # 40 MiB of pickle from a small file
     fails_clearly(path, CheckpointError, "data.pkl' declares", f"{ckpt_mod.MAX_PICKLE_BYTES:,}",
                   "MAX_PICKLE_BYTES", capsys=capsys)
 
 
-def test_entries_declaring_more_than_the_limit_are_refused(tmp_path, monkeypatch, capsys):
-    torch.save({"net_model": {**tiny_sd(), "extra": torch.zeros(1 << 20)}}, tmp_path / "m.pt")
+def test_entries_declaring_more_than_the_limit_are_refused(tmp_path, monkeypatch, capsys,
+                                                           tiny_state_dict):
+    torch.save({"net_model": {**tiny_state_dict(), "extra": torch.zeros(1 << 20)}},
+               tmp_path / "m.pt")
     path = _rezip(tmp_path / "m.pt", tmp_path / "big.pt")
     assert path.stat().st_size < 1 << 20  # 4 MiB of storage, deflated
     monkeypatch.setattr(ckpt_mod, "MAX_CHECKPOINT_BYTES", 2 << 20)
@@ -331,15 +336,15 @@ def test_entries_declaring_more_than_the_limit_are_refused(tmp_path, monkeypatch
                   "MAX_CHECKPOINT_BYTES", capsys=capsys)
 
 
-def test_oversized_zip_directory_is_refused(tmp_path, monkeypatch, capsys):
-    path = save_checkpoint(tmp_path / "m.pt", TINY, tiny_sd())
+def test_oversized_zip_directory_is_refused(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+    path = tiny_checkpoint
     monkeypatch.setattr(ckpt_mod, "MAX_ZIP_DIRECTORY_BYTES", 100)
     fails_clearly(path, CheckpointError, "central directory declares", "MAX_ZIP_DIRECTORY_BYTES",
                   capsys=capsys)
 
 
-def test_zip_directory_size_is_read_from_the_end_records(tmp_path):
-    path = save_checkpoint(tmp_path / "m.pt", TINY, tiny_sd())  # torch writes zip64 records
+def test_zip_directory_size_is_read_from_the_end_records(tmp_path, tiny_checkpoint):
+    path = tiny_checkpoint  # torch writes zip64 records
     with zipfile.ZipFile(path) as z:
         names = sum(len(i.filename.encode()) + len(i.extra) + len(i.comment)
                     for i in z.infolist())
@@ -356,19 +361,20 @@ def test_zip_directory_size_is_read_from_the_end_records(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["tsmp", "weight", "optimizer"])
-def test_expanded_stride0_tensors_are_refused(tmp_path, capsys, where):
+def test_expanded_stride0_tensors_are_refused(tmp_path, capsys, tsm_config, tiny_state_dict,
+                                              where):
     """torch.save keeps an expanded tensor's one-element storage: a few bytes in the file that
     anything materializing them (isfinite, load_state_dict, contiguous) turns into gigabytes."""
     if where == "tsmp":  # T_snn of 10**7 from a few bytes: used to be accepted
         sd = {k: (torch.ones(1, 1, 1, 1, 1).expand(10**7, 1, 1, 1, 1) if k.endswith(".tsmp")
-                  else v) for k, v in tiny_sd(TSM).items()}
+                  else v) for k, v in tiny_state_dict(tsm_config).items()}
         key, payload = "net_model.conv.tsmp", {"net_model": sd}
     elif where == "weight":
-        sd = tiny_sd()
+        sd = tiny_state_dict()
         sd["bn.weight"] = torch.ones(1).expand(8)
         key, payload = "net_model.bn.weight", {"net_model": sd}
     else:
-        payload = {"net_model": tiny_sd(),
+        payload = {"net_model": tiny_state_dict(),
                    "train_state": {"optimizer": {"state": {0: {
                        "exp_avg": torch.zeros(1).expand(10**9, 10**3)}}}}}
         key = "train_state.optimizer.state.0.exp_avg"
@@ -390,8 +396,8 @@ def test_named_pipe_is_refused_without_blocking(capsys, fifo, name):
         read_train_state(path)
 
 
-def test_oversized_checkpoint_file_is_refused(tmp_path, monkeypatch, capsys):
-    path = save_checkpoint(tmp_path / "m.pt", TINY, tiny_sd())
+def test_oversized_checkpoint_file_is_refused(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+    path = tiny_checkpoint
     monkeypatch.setattr(ckpt_mod, "MAX_CHECKPOINT_BYTES", 1000)
     fails_clearly(path, CheckpointError, "more than the 1,000 bytes", capsys=capsys)
 
@@ -421,8 +427,9 @@ def _train_state(**change):
     ({"rng": torch.zeros(3)}, "'train_state.rng' is not a generator state"),
     ({"optimizer": []}, "'train_state.optimizer' is not an optimizer state_dict"),
 ])
-def test_malformed_train_state_names_the_key(tmp_path, change, message):
-    save_checkpoint(tmp_path / "r.pt", TINY, tiny_sd(), ema_model=tiny_sd(),
+def test_malformed_train_state_names_the_key(tmp_path, tiny_config, tiny_state_dict, change,
+                                             message):
+    save_checkpoint(tmp_path / "r.pt", tiny_config, tiny_state_dict(), ema_model=tiny_state_dict(),
                     train_state=_train_state(**change))
     with pytest.raises(CheckpointError, match="malformed training state") as info:
         read_train_state(tmp_path / "r.pt")

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet, UNetConfig
+from sdm_neuro import SpikingUNet
 from sdm_neuro.checkpoint import save_checkpoint
 from sdm_neuro.fileio import atomic_dir, write_atomic, write_json, write_npy
-
-TINY = UNetConfig(ch=2, ch_mult=(1,), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=4)
 
 
 class Midway(Exception):
@@ -97,10 +95,10 @@ def test_write_npy_failing_midway(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_save_checkpoint_failing_midway(tmp_path, monkeypatch, suffix):
+def test_save_checkpoint_failing_midway(tmp_path, monkeypatch, micro_config, suffix):
     torch.manual_seed(0)
-    sd = SpikingUNet(TINY).state_dict()
-    path = save_checkpoint(tmp_path / f"ckpt{suffix}", TINY, sd)
+    sd = SpikingUNet(micro_config).state_dict()
+    path = save_checkpoint(tmp_path / f"ckpt{suffix}", micro_config, sd)
     old = path.read_bytes()
 
     def save(obj, target, *args, **kwargs):
@@ -113,7 +111,7 @@ def test_save_checkpoint_failing_midway(tmp_path, monkeypatch, suffix):
 
         monkeypatch.setattr(safetensors.torch, "save_file", save)
     with pytest.raises(Midway):
-        save_checkpoint(path, TINY, {k: v + 1 for k, v in sd.items()})
+        save_checkpoint(path, micro_config, {k: v + 1 for k, v in sd.items()})
     monkeypatch.undo()
     _unchanged(path, old)
 
@@ -165,7 +163,8 @@ def test_atomic_dir_success_replaces_the_old_directory_whole(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
-def test_write_bundle_failing_midway_keeps_the_old_bundle(tmp_path, monkeypatch, randomized):
+def test_write_bundle_failing_midway_keeps_the_old_bundle(tmp_path, monkeypatch, randomized,
+                                                          micro_config):
     """The export's composition (cli: atomic_dir + write_bundle): host.npz fails after
     network.nir was written."""
     from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
@@ -173,7 +172,7 @@ def test_write_bundle_failing_midway_keeps_the_old_bundle(tmp_path, monkeypatch,
     from sdm_neuro.export.bundle import read_bundle, write_bundle
 
     torch.manual_seed(0)
-    graph = build_integer_graph(randomized(SpikingUNet(TINY)), calibration_inputs(
+    graph = build_integer_graph(randomized(SpikingUNet(micro_config)), calibration_inputs(
         torch.rand(4, 1, 4, 4) * 2 - 1, batches=1, batch_size=4))
     out = tmp_path / "bundle"
     with atomic_dir(out) as tmp:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 import torch
 
-from .quantize_graph import BIAS_MANT_MAX, MARGIN, V_MAX, VTH_MAX, WEIGHT_MAX, even_round
+from .quantize_graph import MARGIN, even_round
 from ..errors import CheckpointError, ConfigError
 from ..ir.feedforward import Layer, QuantizedSNN, QuantLayer, FeedForwardSNN, is_spike_input, run_float
+from ..ir.fixed_point import (BIAS_MAX, BIAS_MIN, DECAY_MAX, DECAY_UNITY, V_MAX, VTH_MAX, VTH_SHIFT,
+                              WEIGHT_MAX, WEIGHT_MIN)
 from ..ir.fixed_point import NETX_BIAS_EXP as BIAS_EXP
 
 
@@ -119,12 +121,12 @@ def from_state(net: FeedForwardSNN, state: dict, *, source: str = "state") -> Qu
     for i, (r, layer) in enumerate(zip(rows, net.layers, strict=True)):
         at = f"{source}: layer {layer.name!r}"
         w, _, scale = fold(layer)
-        w_int = _int_tensor(r, "weight_int", torch.int16, tuple(w.shape), -256, WEIGHT_MAX, at)
+        w_int = _int_tensor(r, "weight_int", torch.int16, tuple(w.shape), WEIGHT_MIN,
+                            WEIGHT_MAX, at)
         if bool((w_int % 2 != 0).any()):  # Lava's 8-bit weights are even (netx, truncation)
             raise CheckpointError(f"{at}: weight_int has odd values; expected even integers.")
-        bias = _int_tensor(r, "bias_mant", torch.int64, layer.shape, -BIAS_MANT_MAX - 1,
-                           BIAS_MANT_MAX, at)
-        vth, dv = _int_in(r, "vth", 1, VTH_MAX, at), _int_in(r, "dv", 0, 4095, at)
+        bias = _int_tensor(r, "bias_mant", torch.int64, layer.shape, BIAS_MIN, BIAS_MAX, at)
+        vth, dv = _int_in(r, "vth", 1, VTH_MAX, at), _int_in(r, "dv", 0, DECAY_MAX, at)
         out_report[layer.name] = _layer_report(report["layers"], layer.name, {
             "vth": vth, "dv": dv, "bias_exp": BIAS_EXP, "weight_exp": 0,
             "on_chip_synapse": i > 0 or spike_input}, at)
@@ -145,27 +147,27 @@ def quantize_feedforward(net: FeedForwardSNN, calibration: torch.Tensor) -> Quan
         if not torch.allclose(a, a.reshape(-1)[:1].expand_as(a), rtol=1e-12, atol=0):
             raise ConfigError(f"layer {layer.name!r}: the membrane retention (tau) differs "
                               f"between neurons; Lava's LIF has one dv per process.")
-        dv = round(4096 * (1 - float(a.reshape(-1)[0])))
-        if not 0 <= dv <= 4095:
+        dv = round(DECAY_UNITY * (1 - float(a.reshape(-1)[0])))
+        if not 0 <= dv <= DECAY_MAX:
             raise ConfigError(f"layer {layer.name!r}: retention {float(a.reshape(-1)[0]):.6g} "
-                              f"per step gives dv = {dv}; Lava's dv is in [0, 4095], so "
-                              f"tau must be at least dt * 4096 / 4095.5.")
+                              f"per step gives dv = {dv}; Lava's dv is in [0, {DECAY_MAX}], so "
+                              f"tau must be at least dt * {DECAY_UNITY} / {DECAY_MAX + 0.5}.")
         w, bias, scale = fold(layer)
         v_max, v_min, drive, _ = observed[layer.name]
         rng = max(1.0 + drive, v_max, -v_min) * MARGIN
-        vth = min(VTH_MAX, math.floor(V_MAX / (64 * rng)))
+        vth = min(VTH_MAX, math.floor(V_MAX / ((1 << VTH_SHIFT) * rng)))
         on_chip = i > 0 or spike_input
         wmax = float(w.abs().max()) if on_chip else 0.0
         if wmax > 0:  # the largest weight must be 254 at weight_exp 0
             vth = min(vth, math.floor(WEIGHT_MAX / wmax))
         bmax = float(bias.abs().max())
         if bmax > 0:  # the bias mantissa (<< 6) must fit 13 bits
-            vth = min(vth, math.floor(BIAS_MANT_MAX / bmax))
+            vth = min(vth, math.floor(BIAS_MAX / bmax))
         if vth < 1:
             raise ConfigError(f"layer {layer.name!r}: weights or bias too large for Loihi's "
                               f"ranges (largest weight {wmax:.3g}, bias {bmax:.3g} thresholds "
                               f"per step; both must stay below {WEIGHT_MAX} and "
-                              f"{BIAS_MANT_MAX} LSBs at vth 1).")
+                              f"{BIAS_MAX} LSBs at vth 1).")
         mant = torch.round(bias * vth).to(torch.int64)  # units of 2**BIAS_EXP LSBs = 1/vth
         if on_chip:
             w_int, clipped = even_round(w * vth, 1.0)
@@ -175,7 +177,7 @@ def quantize_feedforward(net: FeedForwardSNN, calibration: torch.Tensor) -> Quan
         report[layer.name] = {
             "vth": vth, "dv": dv, "bias_exp": BIAS_EXP, "weight_exp": 0,
             "on_chip_synapse": on_chip, "weights_clipped": clipped,
-            "retention_float": float(a.reshape(-1)[0]), "retention_int": (4096 - dv) / 4096,
+            "retention_float": float(a.reshape(-1)[0]), "retention_int": (DECAY_UNITY - dv) / DECAY_UNITY,
             "range_thresholds": rng}
     return QuantizedSNN(net, tuple(layers), spike_input, {"layers": report,
                                                           "spike_input": spike_input})

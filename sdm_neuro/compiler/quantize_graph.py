@@ -21,15 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..ir.fixed_point import (ACT_SHIFT, BIAS_EXP_MAX, BIAS_MAX, V_MAX, VTH_MAX, VTH_SHIFT,
+                              WEIGHT_EXP_RANGE, WEIGHT_MAX, WEIGHT_MIN)
 from ..ir.graph import DeployGraph, NeuronParams
 
-V_MAX = 2**23 - 1
-VTH_MAX = 2**17 - 1
-BIAS_MANT_MAX = 4095
-BIAS_EXP_MAX = 7
-WEIGHT_MAX = 254
-WEIGHT_EXP_RANGE = (-8, 7)
-MARGIN = 1.25
+MARGIN = 1.25  # headroom over the calibrated ranges (a quantization choice, not a format limit)
 
 
 @dataclass(frozen=True)
@@ -70,8 +66,8 @@ def calibrate(graph: DeployGraph, inputs: list[tuple[torch.Tensor, torch.Tensor]
 def even_round(w: torch.Tensor, lsb: float) -> tuple[torch.Tensor, int]:
     """Even integers nearest to ``w / lsb``, clipped to [-256, 254]; and how many clipped."""
     q = 2 * torch.round(w / (2 * lsb))
-    clipped = int(((q < -256) | (q > WEIGHT_MAX)).sum())
-    return q.clamp(-256, WEIGHT_MAX).to(torch.int16), clipped
+    clipped = int(((q < WEIGHT_MIN) | (q > WEIGHT_MAX)).sum())
+    return q.clamp(WEIGHT_MIN, WEIGHT_MAX).to(torch.int16), clipped
 
 
 def quantize_weight(weight: torch.Tensor, q: float, gain: tuple[float, ...] = ()
@@ -82,11 +78,12 @@ def quantize_weight(weight: torch.Tensor, q: float, gain: tuple[float, ...] = ()
     the few largest weights for a finer step: whichever has the least squared weight error."""
     wmax = float(weight.abs().max()) * max(map(abs, gain or (1.0,)))
     top = (WEIGHT_EXP_RANGE[0] if wmax == 0 else
-           max(WEIGHT_EXP_RANGE[0], math.ceil(math.log2(wmax / (WEIGHT_MAX * 64 * q)))))
+           max(WEIGHT_EXP_RANGE[0],
+               math.ceil(math.log2(wmax / (WEIGHT_MAX * (1 << ACT_SHIFT) * q)))))
     target = torch.stack([weight * g for g in gain]) if gain else weight
     best = None
     for exp in range(top, max(WEIGHT_EXP_RANGE[0], top - 2) - 1, -1):
-        lsb = 64 * q * 2.0**exp
+        lsb = (1 << ACT_SHIFT) * q * 2.0**exp
         if gain:  # TSM: one integer weight set per SNN step
             parts = [even_round(weight * g, lsb) for g in gain]
             w_int, clipped = torch.stack([w for w, _ in parts]), sum(c for _, c in parts)
@@ -105,7 +102,7 @@ def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGra
         st = stats[pop.name]
         th = pop.threshold
         rng = max(1.0 + st.drive_max, st.v_max, -st.v_min, st.drive_max) * MARGIN
-        vth = min(VTH_MAX, math.floor(V_MAX / (64 * rng)))
+        vth = min(VTH_MAX, math.floor(V_MAX / ((1 << VTH_SHIFT) * rng)))
         incoming = [i for i, p in enumerate(projs) if p.dst == pop.name]
         # The largest weight must fit 254 * 64 * 2**7 membrane LSBs: bounds vth from above.
         for i in incoming:
@@ -116,7 +113,8 @@ def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGra
         # The bias (13-bit mantissa << at most 7) is the tightest range on Loihi: the largest
         # bias current must fit 4095 << 7 membrane LSBs, which also bounds vth.
         if st.bias_max > 0:
-            vth = min(vth, math.floor(BIAS_MANT_MAX * 2**BIAS_EXP_MAX / (64 * st.bias_max)))
+            vth = min(vth, math.floor(BIAS_MAX * 2**BIAS_EXP_MAX
+                                      / ((1 << VTH_SHIFT) * st.bias_max)))
         # A power of two: every population's membrane LSB is then threshold * 2**-k, so equal
         # float weights reaching different populations (the identity residual path) quantize
         # to equal integers, which the simulator computes once. Costs < 1 bit of v resolution.
@@ -124,9 +122,9 @@ def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGra
         if vth < 1:
             raise ConfigError(f"population {pop.name}: weights too large for 8-bit weights "
                               f"with weight_exp <= {WEIGHT_EXP_RANGE[1]}.")
-        q = th / (64 * vth)
+        q = th / ((1 << VTH_SHIFT) * vth)
         bias_lsb = st.bias_max * th / q
-        bias_exp = min(BIAS_EXP_MAX, max(0, math.ceil(math.log2(max(bias_lsb, 1) / BIAS_MANT_MAX))))
+        bias_exp = min(BIAS_EXP_MAX, max(0, math.ceil(math.log2(max(bias_lsb, 1) / BIAS_MAX))))
         clipped_w = 0
         for i in incoming:
             p = projs[i]
@@ -137,6 +135,6 @@ def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGra
                                                                       bias_exp=bias_exp)))
         report[pop.name] = {"vth": vth, "scale": q, "bias_exp": bias_exp,
                             "range_thresholds": rng, "weights_clipped": clipped_w,
-                            "bias_clipped_expected": bias_lsb > BIAS_MANT_MAX * 2**BIAS_EXP_MAX}
+                            "bias_clipped_expected": bias_lsb > BIAS_MAX * 2**BIAS_EXP_MAX}
     meta = {**graph.meta, "quantization": report}
     return graph.replace(populations=tuple(pops), projections=tuple(projs), meta=meta)

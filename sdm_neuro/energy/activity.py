@@ -1,13 +1,12 @@
 """Activity of a deployed graph for one image and one denoising call: spikes, synaptic
 operations (spikes x true fan-out), neuron updates, host MACs; measured with the integer
-simulator at calls spread over the reverse process, or read from ``simulate.json``."""
+simulator at calls spread over the reverse process, or read from a ``simulate.json`` (by its
+reader, beside its writer: ``sdm_neuro.run.simulation.read_simulate_report``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -94,72 +93,6 @@ def measure_activity(graph: DeployGraph, images: torch.Tensor, ts: list[int], *,
                     total.neuron_updates / n, total.host_macs / n, tuple(by_t),
                     f"measured: integer simulator, {len(ts)} calls at t = "
                     f"{', '.join(map(str, ts))}, {batch} noised training images each")
-
-
-STATS_MAX_BYTES = 64 << 20  # simulate.json: per-layer statistics and per-call eps errors
-
-
-def _stats_error(path: Path, key: str, expected: str, got: object) -> UsageError:
-    text = repr(got)
-    text = text if len(text) <= 80 else text[:77] + "..."
-    return UsageError(f"{path}: {key} must be {expected}, got {text} (--stats takes the "
-                      "simulate.json of sdm-neuro simulate).")
-
-
-def _object(path: Path, parent: dict, key: str, where: str | None = None) -> dict:
-    value = parent.get(key)
-    if not isinstance(value, dict):
-        raise _stats_error(path, where or key, "an object", value)
-    return value
-
-
-def _count(path: Path, value: object, key: str, *, integer: bool = False,
-           positive: bool = False) -> float:
-    """A counter: a finite number >= 0 (> 0 with ``positive``; an integer with ``integer``)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and \
-        math.isfinite(value) and (value > 0 if positive else value >= 0) and \
-        (not integer or isinstance(value, int))
-    if not ok:
-        kind = "an integer" if integer else "a finite number"
-        raise _stats_error(path, key, f"{kind} {'>= 1' if positive else '>= 0'}", value)
-    return value
-
-
-def activity_from_simulate(path: str | Path) -> Activity:
-    """The counters of a ``sdm-neuro simulate`` run (``simulate.json``): the whole chain. Every
-    value used is checked here (types, ranges); the names are checked against the model where
-    the statistics are used (:func:`check_activity`)."""
-    from ..diffusion.samplers import SAMPLERS
-    from ..fileio import read_json_limited
-
-    path = Path(path)
-    rep = read_json_limited(path, what="a simulate.json written by sdm-neuro simulate",
-                            error=UsageError, max_bytes=STATS_MAX_BYTES)
-    if not isinstance(rep, dict):
-        raise _stats_error(path, "the file", "a JSON object", type(rep).__name__)
-    batch, num, steps = (int(_count(path, rep.get(k), k, integer=True, positive=True))
-                         for k in ("batch", "num", "steps"))
-    if rep.get("sampler") not in SAMPLERS:
-        raise _stats_error(path, "sampler", f"one of {', '.join(SAMPLERS)}", rep.get("sampler"))
-    per_call = _object(path, rep, "counters_per_call")
-    layers = _object(path, rep, "layers")
-    spikes = {}
-    for name, layer in layers.items():
-        if not isinstance(layer, dict):
-            raise _stats_error(path, f"layers.{name}", "an object", layer)
-        key = f"layers.{name}.spikes_per_call"
-        spikes[name] = _count(path, layer.get("spikes_per_call"), key) / batch
-    synops = {}
-    for name, value in _object(path, per_call, "synops", "counters_per_call.synops").items():
-        if name.count("->") != 1 or not all(name.split("->")):
-            raise _stats_error(path, "counters_per_call.synops", 'keys "source->target"', name)
-        synops[name] = _count(path, value, f"counters_per_call.synops.{name}") / batch
-    counters = {k: _count(path, per_call.get(k), f"counters_per_call.{k}") / batch
-                for k in ("neuron_updates", "host_macs")}
-    return Activity(spikes, synops, counters["neuron_updates"], counters["host_macs"], (),
-                    f"{path}: sdm-neuro simulate, {rep['sampler']} {steps} steps, "
-                    f"{num} samples (every call of the chain)", (rep["sampler"], steps),
-                    path=str(path))
 
 
 def check_activity(activity: Activity, graph: DeployGraph) -> None:

@@ -1,17 +1,19 @@
 """Two labelled energy models and the ANN baseline, all per image and per denoising call (pJ).
 
-* The papers' convention (Spikformer line, SDDPM): ``E_AC x SOPs + E_MAC x MACs`` of layers with
-  real-valued input, counted on the PyTorch model's layers (:mod:`.ops`), 45 nm float figures.
-* The fuller model, per profile, on the deployed graph's measured activity (:mod:`.activity`):
-  synaptic operations, neuron updates, spike messages, memory accesses after Lemaire et al.
-  (ICONIP 2022) where the profile's figures do not already include them, the host's work, and
-  static power x run time where the profile gives both.
+* The papers' convention (:func:`convention_energy`; Spikformer line, SDDPM):
+  ``E_AC x SOPs + E_MAC x MACs`` of layers with real-valued input, counted on the PyTorch
+  model's layers (:mod:`.ops`), 45 nm float figures.
+* The fuller model (:func:`profile_energy`), per profile, on the deployed graph's measured
+  activity (:mod:`.activity`): synaptic operations, neuron updates, spike messages, memory
+  accesses after Lemaire et al. (ICONIP 2022) where the profile's figures do not already
+  include them, the host's work, and static power x run time where the profile gives both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ir.fixed_point import STATE_BITS, WEIGHT_BITS
 from ..ir.graph import DeployGraph
 from ..hardware_profiles.profile import Profile
 from .activity import Activity
@@ -41,11 +43,11 @@ class Energy:
                 self.total_pj * calls * 1e-6, "notes": list(self.notes)}
 
 
-def convention(ops: list[LayerOps], *, ac_pj: float = CONVENTION_AC_PJ,
-               mac_pj: float = CONVENTION_MAC_PJ) -> Energy:
-    """``E_AC x SOPs + E_MAC x MACs(real-valued-input layers)``; SOPs are the effective
-    synaptic operations of spike-input layers (spikes x true fan-out; the papers' firing rate x
-    T x dense ops, exact at the borders)."""
+def convention_energy(ops: list[LayerOps], *, ac_pj: float = CONVENTION_AC_PJ,
+                      mac_pj: float = CONVENTION_MAC_PJ) -> Energy:
+    """The papers' convention: ``E_AC x SOPs + E_MAC x MACs(real-valued-input layers)``; SOPs
+    are the effective synaptic operations of spike-input layers (spikes x true fan-out; the
+    papers' firing rate x T x dense ops, exact at the borders)."""
     sops = sum(o.effective for o in ops if o.spiking_input)
     macs = sum(o.dense for o in ops if not o.spiking_input)
     return Energy(f"papers' convention (E_AC {ac_pj} pJ x SOPs + E_MAC {mac_pj} pJ x MACs of "
@@ -58,8 +60,9 @@ def ann_baseline(ops: list[LayerOps], mac_pj: float) -> float:
     return sum(o.dense_per_row for o in ops) * mac_pj
 
 
-def full(profile: Profile, activity: Activity, graph: DeployGraph) -> Energy:
-    """The fuller per-profile model on the deployed graph's activity (see module docstring)."""
+def profile_energy(profile: Profile, activity: Activity, graph: DeployGraph) -> Energy:
+    """The fuller model: one profile's energy on the deployed graph's measured activity (see
+    the module docstring)."""
     e = profile.energy
     lim = profile.limits
     notes = []
@@ -85,8 +88,8 @@ def full(profile: Profile, activity: Activity, graph: DeployGraph) -> Energy:
     if "memory_read_64bit_pj" in e and profile.kind == "baseline":
         # Lemaire et al.: a synaptic op reads its weight; a neuron update reads and writes its
         # state. Neuromorphic profiles' synaptic figures already include their SRAM accesses.
-        wb = lim["weight_bits"].value / 64 if "weight_bits" in lim else 8 / 64
-        sb = lim["state_bits"].value / 64 if "state_bits" in lim else 24 / 64
+        wb = (lim["weight_bits"].value if "weight_bits" in lim else WEIGHT_BITS) / 64
+        sb = (lim["state_bits"].value if "state_bits" in lim else STATE_BITS) / 64
         read = e["memory_read_64bit_pj"].value
         write = e["memory_write_64bit_pj"].value if "memory_write_64bit_pj" in e else read
         comp["memory"] = synops * wb * read + activity.neuron_updates * sb * (read + write)

@@ -8,12 +8,19 @@ from pathlib import Path
 
 import torch
 
+from ..ir.connectivity import fan_in
 from ..ir.graph import HOST, DeployGraph
-from ..hardware_profiles.constraints import check, fan_in
+from ..hardware_profiles.constraints import check
 from ..hardware_profiles.profile import Profile
 from ..models.unet import SpikingUNet
 from .activity import Activity
-from .model import ann_baseline, convention, full, population_energy
+from .model import (
+    CONVENTION_MAC_PJ,
+    ann_baseline,
+    convention_energy,
+    population_energy,
+    profile_energy,
+)
 from .ops import LayerOps
 
 
@@ -56,11 +63,11 @@ def layer_rows(graph: DeployGraph, activity: Activity) -> list[dict]:
 def build_report(model: SpikingUNet, graph: DeployGraph, ops: list[LayerOps],
                  activity: Activity, profiles: list[Profile], *, calls: int, sampler: str,
                  steps: int, checkpoint: str) -> dict:
-    conv = convention(ops)
+    conv = convention_energy(ops)
     per_profile = {}
     for prof in profiles:
         placement = check(graph, prof)
-        energy = full(prof, activity, graph)
+        energy = profile_energy(prof, activity, graph)
         ann = {}
         if "mac_pj" in prof.energy:
             ann = {"ann_baseline_per_call_pj": ann_baseline(ops, prof.energy["mac_pj"].value),
@@ -71,7 +78,7 @@ def build_report(model: SpikingUNet, graph: DeployGraph, ops: list[LayerOps],
             "derived_figures": {k: f.derivation for k, f in prof.sources() if f.derivation},
             "constraints": placement.to_dict(),
             "per_population_pj": population_energy(prof, activity, graph)}
-    ann_pj = ann_baseline(ops, 4.6)
+    ann_pj = ann_baseline(ops, CONVENTION_MAC_PJ)
     return {
         "checkpoint": checkpoint, "sampler": sampler, "steps": steps,
         "calls_per_image": calls, "activity_source": activity.source,

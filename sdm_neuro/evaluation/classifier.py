@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from ..errors import CheckpointError, CheckpointMismatchError
 from ..fileio import regular_file, write_atomic
+from ..formats import check_format
 
 FORMAT_TAG = "sdm-neuro-classifier"
 FORMAT_VERSION = 1
@@ -161,12 +162,12 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
     path = regular_file(path, what="an sdm-neuro classifier file", error=CheckpointError,
                         max_bytes=MAX_CLASSIFIER_BYTES)
     obj = load_torch_file(path)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT_TAG:
+    if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not an sdm-neuro classifier file (expected format "
-                              f"{FORMAT_TAG!r}).")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: classifier format_version {obj.get('format_version')!r} "
-                              f"is not supported (expected {FORMAT_VERSION}).")
+                              f"{FORMAT_TAG!r}, found a {type(obj).__name__}).")
+    check_format(obj.get("format"), obj.get("format_version"), expected=FORMAT_TAG,
+                 supported_max=FORMAT_VERSION, where=str(path),
+                 what="an sdm-neuro classifier file", error=CheckpointError)
     config = _checked_config(path, obj.get("config"))
     dataset, class_names = obj.get("dataset"), obj.get("class_names")
     if not isinstance(dataset, str):

@@ -24,6 +24,8 @@ import torch
 
 from ..config import UNetConfig
 from ..errors import CheckpointError
+from ..formats import check_format
+from .fixed_point import NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU
 
 GRAPH_FORMAT = "sdm-neuro-deploy-graph"
 GRAPH_VERSION = 1
@@ -37,8 +39,8 @@ class NeuronParams:
 
     vth: int
     bias_exp: int
-    du: int = 4095
-    dv: int = 0
+    du: int = NO_SYNAPTIC_MEMORY_DU
+    dv: int = NO_LEAK_DV
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,10 +143,10 @@ class DeployGraph:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "graph") -> DeployGraph:
-        if d.get("format") != GRAPH_FORMAT or d.get("format_version") != GRAPH_VERSION:
-            raise CheckpointError(f"{source}: not a deployment graph of format version "
-                                  f"{GRAPH_VERSION} (format={d.get('format')!r}, "
-                                  f"version={d.get('format_version')!r}).")
+        check_format(d.get("format"), d.get("format_version"), expected=GRAPH_FORMAT,
+                     supported_max=GRAPH_VERSION, where=source,
+                     what=f"a deployment graph of format version {GRAPH_VERSION}",
+                     error=CheckpointError)
         try:
             pops = tuple(Population(**{**p, "shape": tuple(p["shape"]),
                                        "lif": NeuronParams(**p["lif"]) if p["lif"] else None})
@@ -194,49 +196,13 @@ def call_length(graph: DeployGraph) -> int:
     return max(p.offset for p in graph.populations) + graph.config.snn_steps
 
 
-def synapses(proj: Projection, src_shape: tuple[int, int, int]) -> int:
-    """Number of synapses (structural: every kernel tap that lands inside the target)."""
-    return int(fan_out(proj, src_shape).sum())
-
-
-def fan_out(proj: Projection, src_shape: tuple[int, int, int]) -> torch.Tensor:
-    """[C_src, H, W] synapses of each source neuron (targets one spike reaches), exact at the
-    borders: the transposed conv of an all-ones output map with an all-ones kernel.
-
-    After a nearest upsample one source neuron feeds a u x u block, and two taps that land on
-    the same target from the same block are one synapse on hardware (their weights add: the
-    phase kernels of :func:`sdm_neuro.simulators.integer.upsample_phases`), so the count is of
-    distinct (source, target) pairs: per axis, the targets whose window meets the block."""
-    from torch.nn import functional as F
-
-    c_out, c_in, k, _ = proj.weight.shape
-    _, h, w = src_shape
-    u, pad = proj.upsample, proj.padding
-    if u > 1:
-        if proj.stride != 1:
-            raise ValueError("fan_out: an upsampling projection must have stride 1")
-
-        def reach(n: int) -> torch.Tensor:  # targets per source index along one axis
-            a = torch.arange(n)
-            n_out = n * u + 2 * pad - k + 1
-            lo = (u * a - (k - 1 - pad)).clamp(min=0)
-            hi = (u * a + u - 1 + pad).clamp(max=n_out - 1)
-            return (hi - lo + 1).clamp(min=0).to(torch.float64)
-
-        return (c_out * reach(h)[:, None] * reach(w)[None, :]).expand(c_in, h, w).clone()
-    ho, wo = (h + 2 * pad - k) // proj.stride + 1, (w + 2 * pad - k) // proj.stride + 1
-    ones_out = torch.ones(1, c_out, ho, wo, dtype=torch.float64)
-    ones_k = torch.ones(c_out, c_in, k, k, dtype=torch.float64)
-    per_in = F.conv_transpose2d(ones_out, ones_k, stride=proj.stride, padding=pad,
-                                output_padding=(h - ((ho - 1) * proj.stride - 2 * pad + k),
-                                                w - ((wo - 1) * proj.stride - 2 * pad + k)))
-    return per_in[0]
-
 
 def graph_table(graph: DeployGraph, stats: dict[str, dict] | None = None):
     """A rich Table, one row per population: shape, inputs, synapses, integer parameters and
     (when ``stats`` is given, e.g. simulate's per-layer report) activity and agreement."""
     from rich.table import Table
+
+    from .connectivity import synapses  # connectivity imports this module
 
     shapes = {p.name: p.shape for p in graph.populations}
     table = Table(title=f"deployment graph: {len(graph.populations)} populations, "

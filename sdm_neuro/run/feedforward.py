@@ -1,5 +1,6 @@
-"""Quantize a sequential SNN and run it with the integer simulator next to its float reference:
-the Python API behind ``sdm-neuro simulate --nir FILE``."""
+"""Quantize a feed-forward SNN and run it with the integer simulator next to its float reference:
+what ``sdm-neuro simulate`` and ``export`` do when the CHECKPOINT argument is a ``.nir`` file (or
+``--bundle`` a feed-forward bundle). Also the network and its input as the jobs load them."""
 
 from __future__ import annotations
 
@@ -190,3 +191,32 @@ def save_plot(run: FeedForwardRun, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def is_feedforward_bundle(bundle: Path | None) -> bool:
+    """``bundle`` is an export bundle of a feed-forward SNN (not of a U-Net)."""
+    from ..export.feedforward_bundle import is_feedforward_bundle as check
+
+    return bundle is not None and check(bundle)
+
+
+def load_network(checkpoint: Path | None, bundle: Path | None, *, threshold_scale: float | None,
+                 input: Path | None, time_steps: int, num: int, rate: float, seed: int,
+                 dt: float | None) -> tuple[FeedForwardSNN, QuantizedSNN | None, torch.Tensor,
+                                            dict]:
+    """(network, its quantized form from a bundle or None, input, input description) of a
+    ``.nir`` ``checkpoint`` or a feed-forward ``bundle``."""
+    from ..frontends.feedforward_nir import feedforward_from_nir
+
+    if threshold_scale is not None:
+        raise UsageError("--threshold-scale applies to U-Net checkpoints, not to NIR graphs.")
+    qnet = None
+    if bundle is not None:
+        from ..export.feedforward_bundle import read_feedforward_bundle
+
+        qnet, _ = read_feedforward_bundle(bundle)
+        net = qnet.net
+    else:
+        net = feedforward_from_nir(checkpoint, dt=dt)
+    x, desc = network_input(net, input, steps=time_steps, batch=num, rate=rate, seed=seed)
+    return net, qnet, x, desc

@@ -5,19 +5,14 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 from PIL import Image
 
-from sdm_neuro import SpikingUNet, UNetConfig, __version__
-from sdm_neuro.checkpoint import save_checkpoint
+from sdm_neuro import __version__
 from sdm_neuro.cli import main as cli
 
-TINY = UNetConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8)
 
-
-def test_sample_writes_grid_array_and_json(tmp_path, capsys):
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "m.pt", TINY, SpikingUNet(TINY).state_dict())
+def test_sample_writes_grid_array_and_json(tmp_path, capsys, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     out = tmp_path / "s"
     assert cli(["sample", str(ckpt), "--sampler", "ddim", "--steps", "4", "--num", "3",
                 "--batch", "2", "--out", str(out), "--quiet", "--threshold", "0.999"]) == 0
@@ -29,9 +24,8 @@ def test_sample_writes_grid_array_and_json(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["sample.json", "samples.npy", "samples.png"]
 
 
-def test_usage_errors_exit_nonzero(tmp_path, capsys):
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "m.pt", TINY, SpikingUNet(TINY).state_dict())
+def test_usage_errors_exit_nonzero(tmp_path, capsys, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     # 0 is refused by the option itself; above the model's diffusion steps, once it is loaded
     assert cli(["sample", str(ckpt), "--steps", "0", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "argument --steps: must be an integer >= 1 (got 0)" in capsys.readouterr().err

@@ -11,17 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from sdm_neuro import SpikingUNet, UNetConfig
+from sdm_neuro import SpikingUNet
 from sdm_neuro.cli import (
-    _apply_threshold_scale,
     positive_finite_float,
     positive_int,
     probability,
     seed_int,
 )
 from sdm_neuro.cli import main as cli
-
-TINY = UNetConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8)
+from sdm_neuro.run.checkpoints import apply_threshold_scale as _apply_threshold_scale
 
 INT = "must be an integer >= 1"
 POS = "must be a finite number > 0"
@@ -309,12 +307,12 @@ def test_file_output_in_a_read_only_directory_is_refused_first(tmp_path, capsys,
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["simulate", "energy-report", "export"])
-def test_threshold_scale_help_says_the_thresholds_are_set(capsys, command):
+def test_threshold_scale_help_says_the_thresholds_are_set(capsys, tiny_config, command):
     assert cli([command, "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "set every firing threshold to X" in text and "times X" not in text
     # ... which is what it does: a model with threshold 0.5 gets thresholds 2.0, not 1.0
-    model = SpikingUNet(TINY)
+    model = SpikingUNet(tiny_config)
     model.set_threshold(0.5)
     _apply_threshold_scale(argparse.Namespace(threshold_scale=2.0), model)
     assert {n.threshold for _, n in model.neurons()} == {2.0}
@@ -346,12 +344,12 @@ def test_sample_out_that_is_a_broken_symlink_is_refused_first(tmp_path, capsys, 
 
 
 def test_resume_in_a_read_only_directory_is_refused_before_training(tmp_path, capsys, no_work,
-                                                                    monkeypatch):
+                                                                    monkeypatch, tiny_config):
     from sdm_neuro.checkpoint import save_checkpoint
 
     ro = tmp_path / "ro"
     ro.mkdir()
-    ckpt = save_checkpoint(ro / "m.pt", TINY, SpikingUNet(TINY).state_dict())
+    ckpt = save_checkpoint(ro / "m.pt", tiny_config, SpikingUNet(tiny_config).state_dict())
     _read_only(ro, monkeypatch)
     try:  # without --out the resumed checkpoint is rewritten in place
         code = cli(["train", "--resume", str(ckpt), "--steps", "5", "--quiet"])

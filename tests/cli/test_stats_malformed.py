@@ -10,20 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet, UNetConfig
+from sdm_neuro import SpikingUNet
 from sdm_neuro.cli import main as cli
 from sdm_neuro.compiler.lower import lower
-from sdm_neuro.energy import activity as activity_module
-from sdm_neuro.energy.activity import activity_from_simulate, check_activity
+from sdm_neuro.energy.activity import check_activity
+from sdm_neuro.run import simulation as activity_module
+from sdm_neuro.run.simulation import read_simulate_report
 from sdm_neuro.errors import UsageError
-
-TINY = UNetConfig(ch=2, ch_mult=(1,), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=4)
 
 
 @pytest.fixture(scope="module")
-def graph():
+def graph(micro_config):
     torch.manual_seed(0)
-    return lower(SpikingUNet(TINY).eval())
+    return lower(SpikingUNet(micro_config).eval())
 
 
 def _stats(graph) -> dict:
@@ -44,7 +43,7 @@ def _write(tmp_path, stats, name="simulate.json") -> Path:
 
 
 def test_a_well_formed_file_is_read_per_image(tmp_path, graph):
-    act = activity_from_simulate(_write(tmp_path, _stats(graph)))
+    act = read_simulate_report(_write(tmp_path, _stats(graph)))
     check_activity(act, graph)
     first = graph.populations[0].name
     assert act.spikes[first] == 1.0 and act.neuron_updates == 500.0 and act.host_macs == 250.0
@@ -54,7 +53,7 @@ def test_a_well_formed_file_is_read_per_image(tmp_path, graph):
 
 def _expect(path, *patterns: str) -> str:
     with pytest.raises(UsageError) as e:
-        activity_from_simulate(path)
+        read_simulate_report(path)
     msg = str(e.value)
     assert msg.startswith(str(path)), msg
     for p in patterns:
@@ -142,7 +141,7 @@ def test_names_are_checked_against_the_model(tmp_path, graph, edit, pattern):
     stats = _stats(graph)
     edit(stats)
     path = _write(tmp_path, stats)
-    act = activity_from_simulate(path)
+    act = read_simulate_report(path)
     with pytest.raises(UsageError, match=re.escape(str(path)) + ".*" + pattern):
         check_activity(act, graph)
     # and where the statistics are used, before any work

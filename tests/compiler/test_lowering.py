@@ -6,7 +6,7 @@ import torch
 from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.compiler import lower
 from sdm_neuro.ir import HOST, DeployGraph
-from sdm_neuro.ir.graph import fan_out
+from sdm_neuro.ir.connectivity import fan_out
 from sdm_neuro.simulators.float_graph import run_float_graph
 
 CONFIGS = {

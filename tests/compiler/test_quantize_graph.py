@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet, UNetConfig
+from sdm_neuro import SpikingUNet
 from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
 from sdm_neuro.simulators.integer import Counters, IntegerSimulator
 
-CFG = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8)
-
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sddpm", "tsm"])
-def quantized(request, randomized):
+def quantized(request, randomized, tiny_config_ch4_t3):
     torch.manual_seed(4)
-    model = randomized(SpikingUNet(CFG.replace(tsm=request.param)).eval(), 4)
+    model = randomized(SpikingUNet(tiny_config_ch4_t3.replace(tsm=request.param)).eval(), 4)
     images = torch.rand(96, 1, 8, 8) * 2 - 1
     calib = calibration_inputs(images, batches=2, batch_size=16)
     return build_integer_graph(model, calib), calib

@@ -1,15 +1,13 @@
 """Energy report: operation counts against brute force, the SDDPM paper's ANN figure, the CLI."""
 
-import json
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from sdm_neuro import PAPER_CIFAR10, SpikingUNet, UNetConfig
-from sdm_neuro.cli import main as cli
 from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
-from sdm_neuro.energy.model import ann_baseline, convention
+from sdm_neuro.energy.model import ann_baseline, convention_energy
 from sdm_neuro.energy.ops import model_ops
 from sdm_neuro.simulators.integer import Counters, IntegerSimulator
 
@@ -88,7 +86,7 @@ def test_convention_counts_spike_layers_as_acs_and_others_as_macs(tiny):
     assert not by_name["time_embedding.timembedding.1"].spiking_input
     assert any(o.name.endswith("shortcut") and not o.spiking_input for o in ops)
     # figures other than 1 (a missing multiplication shows) and apart (a swap shows)
-    e = convention(ops, ac_pj=0.7, mac_pj=13.0)
+    e = convention_energy(ops, ac_pj=0.7, mac_pj=13.0)
     sops = sum(o.effective for o in ops if o.spiking_input)
     macs = sum(o.dense for o in ops if not o.spiking_input)
     assert sops > 0 and macs > 0
@@ -96,53 +94,6 @@ def test_convention_counts_spike_layers_as_acs_and_others_as_macs(tiny):
                                           "real-valued input (MAC)": 13.0 * macs})
     # the pixel conv runs at every SNN step, as the papers count it
     assert by_name["conv"].rows == model.config.snn_steps
-
-
-def test_energy_report_on_the_default_model(tmp_path, capsys):
-    out = tmp_path / "energy"
-    assert cli(["energy-report", "--calls", "2", "--batch", "2", "--out", str(out),
-                "--quiet"]) == 0
-    rep = json.loads((out / "energy.json").read_text())
-    for png in ("energy_per_layer.png", "firing_rate.png", "energy_per_image.png"):
-        assert (out / png).stat().st_size > 1000
-    assert {"loihi2", "loihi1", "spinnaker2", "truenorth", "speck", "xylo", "generic45nm_fp32",
-            "generic45nm_int8"} <= set(rep["profiles"])
-    assert rep["calls_per_image"] == 1000 and len(rep["by_t"]) == 2
-    loihi2 = rep["profiles"]["loihi2"]
-    assert loihi2["derived_figures"]["synop_pj"]
-    assert any("not a published figure" in n for n in loihi2["energy"]["notes"])
-    assert rep["profiles"]["truenorth"]["constraints"]["fits"] is False
-    syn = rep["totals_per_call"]["synaptic_ops"]
-    assert loihi2["energy"]["per_call_pj"]["synaptic ops"] == pytest.approx(syn * 23.6)
-    nb = rep["neurobench"]
-    assert 0 < nb["activation_sparsity"] < 1 and nb["effective_synaptic_operations"]["ACs"] > 0
-    text = capsys.readouterr().out
-    assert "loihi2" in text and "ANN baseline" in text
-
-
-def test_energy_report_from_simulate_stats(tmp_path, capsys):
-    sim = tmp_path / "sim"
-    assert cli(["simulate", "--sampler", "ddim", "--steps", "2", "--num", "2", "--batch", "2",
-                "--out", str(sim), "--quiet"]) == 0
-    out = tmp_path / "energy"
-    assert cli(["energy-report", "--stats", str(sim / "simulate.json"), "--calls", "1",
-                "--profile", "loihi2", "--out", str(out),
-                "--quiet"]) == 0
-    rep = json.loads((out / "energy.json").read_text())
-    stats = json.loads((sim / "simulate.json").read_text())
-    assert rep["totals_per_call"]["synaptic_ops"] == pytest.approx(
-        stats["counters_per_call"]["synops_total"] / 2)
-    assert "simulate" in rep["activity_source"] and list(rep["profiles"]) == ["loihi2"]
-    assert (rep["sampler"], rep["steps"], rep["calls_per_image"]) == ("ddim", 2, 2)
-
-
-def test_bad_stats_file_is_a_clear_error(tmp_path, capsys):
-    bad = tmp_path / "s.json"
-    bad.write_text("{}")
-    out = tmp_path / "e"
-    assert cli(["energy-report", "--stats", str(bad), "--profile", "loihi2", "--calls", "1",
-                "--out", str(out), "--quiet"]) == 2
-    assert str(bad) in capsys.readouterr().err and not out.exists()
 
 
 def test_pixel_conv_effective_equals_dense_for_real_input(tiny):
@@ -189,7 +140,7 @@ def hand():
 
 
 def test_fuller_model_baseline_terms_by_hand(tmp_path, hand):
-    from sdm_neuro.energy.model import full
+    from sdm_neuro.energy.model import profile_energy
 
     act, graph = hand
     prof = _profile(tmp_path, "baseline",
@@ -198,7 +149,7 @@ def test_fuller_model_baseline_terms_by_hand(tmp_path, hand):
                      "memory_write_64bit_pj": 19.0, "host_mac_pj": 3.1},
                     power={"static_power_mw": 0.37, "time_step_us": 29.0},
                     limits={"weight_bits": 16, "state_bits": 32})
-    e = full(prof, act, graph)
+    e = profile_energy(prof, act, graph)
     # synops 7 + 4 = 11, spikes 3 + 5 = 8, neuron updates 11, host MACs 13
     assert e.components == pytest.approx({
         "synaptic ops": 11 * 2.3,
@@ -214,7 +165,7 @@ def test_fuller_model_baseline_terms_by_hand(tmp_path, hand):
 
 
 def test_fuller_model_fallbacks_by_hand(tmp_path, hand):
-    from sdm_neuro.energy.model import CONVENTION_MAC_PJ, full
+    from sdm_neuro.energy.model import CONVENTION_MAC_PJ, profile_energy
 
     act, graph = hand
     # baseline without bit widths, write figure or host figure: 8-bit weights, 24-bit state,
@@ -223,7 +174,7 @@ def test_fuller_model_fallbacks_by_hand(tmp_path, hand):
     prof = _profile(tmp_path, "baseline", {"synop_pj": 2.3, "ac_pj": 0.45,
                                            "memory_read_64bit_pj": 17.0},
                     power={"static_power_mw": 0.37})
-    e = full(prof, act, graph)
+    e = profile_energy(prof, act, graph)
     assert CONVENTION_MAC_PJ == 4.6
     assert e.components == pytest.approx({
         "synaptic ops": 11 * 2.3, "neuron updates": 11 * 0.45,
@@ -233,7 +184,7 @@ def test_fuller_model_fallbacks_by_hand(tmp_path, hand):
     # a neuromorphic profile's synaptic figure includes its memory: no memory term
     neuro = _profile(tmp_path, "neuromorphic", {"synop_pj": 2.3, "memory_read_64bit_pj": 17.0,
                                                 "spike_message_pj": 1.9})
-    e = full(neuro, act, graph)
+    e = profile_energy(neuro, act, graph)
     assert e.components == pytest.approx({"synaptic ops": 11 * 2.3, "spike messages": 8 * 1.9,
                                           "host": 13 * 4.6}, rel=1e-12)
 

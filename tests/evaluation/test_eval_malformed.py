@@ -1,10 +1,10 @@
-"""Malformed input to evaluate (and the dataset files behind it) is refused with the documented
-exit code and a message naming the file and the expected form; a valid request with one sample
-gives the metrics that can be computed instead of failing."""
+"""Malformed input to evaluate is refused with the documented exit code and a message naming the
+file and the expected form; a set of one sample gives the metrics that can be computed instead of
+failing. (Through the CLI, and the dataset files behind it: tests/cli/test_evaluate.py,
+tests/cli/test_train.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from pathlib import Path
@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdm_neuro.cli import main as cli
-from sdm_neuro.errors import CheckpointError, DatasetError, UsageError
+from sdm_neuro.errors import CheckpointError, UsageError
 from sdm_neuro.evaluation import evaluate_sets, load_classifier
 from sdm_neuro.evaluation.evaluate import read_samples
 
@@ -140,41 +139,7 @@ def test_pipes_devices_and_directories_are_refused_without_opening(tmp_path):
         read_samples(tmp_path / "missing.npy")
 
 
-# --- evaluate through the CLI ---------------------------------------------------------------------
-
-def test_cli_refuses_samples_in_0_255_naming_the_file(tmp_path, capsys):
-    """Needs cli._read_samples to use evaluation.evaluate.read_samples (see the report)."""
-    path = npy(tmp_path / "pixels.npy", np.full((2, 1, 16, 16), 200.0, np.float32))
-    rc = cli(["evaluate", "--samples", str(path), "--out", str(tmp_path / "o"), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == UsageError.exit_code and str(path) in err and "[-1, 1]" in err
-    assert "internal error" not in err and not (tmp_path / "o").exists()
-
-
-def test_cli_refuses_bad_kid_options(tmp_path, capsys):
-    path = npy(tmp_path / "s.npy", GOOD)
-    rc = cli(["evaluate", "--samples", str(path), "--kid-subset-size", "1", "--out",
-              str(tmp_path / "o"), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == UsageError.exit_code and "--kid-subset-size must be an integer >= 2" in err
-
-
-def test_cli_evaluate_one_sample_reports_fid_kid_as_not_computable(tmp_path, capsys):
-    out = tmp_path / "ev"
-    rc = cli(["evaluate", "--num", "1", "--batch", "1", "--sampler", "ddim", "--steps", "2",
-              "--kid-subsets", "2", "--out", str(out), "--quiet"])
-    text, err = capsys.readouterr()
-    assert rc == 0, err
-    rows = json.loads((out / "report.json").read_text())["rows"]
-    for name, row in rows.items():
-        assert row["n"] == 1 and sum(row["class_counts"]) == 1, name
-        assert row["fid"] is None and row["kid"] is None and row["kid_std"] is None, name
-        assert "need at least 2 images" in row["fid_kid_unavailable"], name
-        assert row["confident"] in (0.0, 1.0) and row["class_entropy"] == 0.0
-    assert rows["noise (ceiling)"]["confident"] == 0.0  # recognisability is still computed
-    assert "n/a" in text and "need at least 2 images" in text
-    assert np.load(out / "samples.npy").shape == (1, 1, 16, 16)
-
+# --- evaluate_sets --------------------------------------------------------------------------------
 
 def test_evaluate_sets_computes_fid_where_it_can(tmp_path):
     """A one-image set gets None for FID/KID; a larger set beside it still gets numbers, and
@@ -214,31 +179,3 @@ def test_classifier_file_guard_and_config_limits(tmp_path):
     torch.save({**obj, "class_names": ["0", "1"]}, tmp_path / "names.pt")
     with pytest.raises(CheckpointError, match=r"names\.pt: 'class_names' must be a list of 10"):
         load_classifier(tmp_path / "names.pt")
-
-
-# --- dataset errors through the CLI: exit code 5, the file named ---------------------------------
-
-def test_cli_train_without_dataset_files_exits_5(tmp_path, capsys):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    rc = cli(["train", "--dataset", "mnist", "--data-dir", str(empty), "--steps", "1", "--out",
-              str(tmp_path / "m.pt"), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == DatasetError.exit_code, err
-    assert f"no train-images-idx3-ubyte[.gz] in {empty}" in err
-    assert not (tmp_path / "m.pt").exists()
-
-
-def test_cli_evaluate_with_malformed_idx_exits_5(tmp_path, capsys):
-    data = tmp_path / "mnist"
-    data.mkdir()
-    header = bytes([0, 0, 8, 3]) + np.array([3, 28, 28], ">u4").tobytes()
-    (data / "train-images-idx3-ubyte").write_bytes(header + b"\0" * 100)  # truncated
-    (data / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))
-    samples = npy(tmp_path / "s.npy", np.zeros((2, 1, 28, 28), np.float32))
-    rc = cli(["evaluate", "--samples", str(samples), "--dataset", "mnist", "--data-dir",
-              str(data), "--out", str(tmp_path / "o"), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == DatasetError.exit_code, err
-    assert f"{data / 'train-images-idx3-ubyte'}: truncated: header says 3x28x28 = 2352" in err
-    assert not (tmp_path / "o").exists()

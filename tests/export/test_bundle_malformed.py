@@ -17,9 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet, UNetConfig
-from sdm_neuro.cli import main as cli
-from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
 from sdm_neuro.errors import ExportError
 from sdm_neuro.export.bundle import (
     HOST_FILE,
@@ -29,34 +26,16 @@ from sdm_neuro.export.bundle import (
     read_bundle,
     read_host_arrays,
     read_network,
-    write_bundle,
 )
-from sdm_neuro.compiler.schedule import schedule
 
-# small, so that every read is quick: 11 populations of 2 x 4 x 4, 26 projections
-TINY = UNetConfig(ch=2, ch_mult=(1,), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=4)
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory, randomized):
-    """A well-formed bundle (written once) and its graph."""
-    torch.manual_seed(0)
-    model = randomized(SpikingUNet(TINY))
-    graph = schedule(build_integer_graph(model, calibration_inputs(
-        torch.rand(8, 1, 4, 4) * 2 - 1, batches=1, batch_size=4)))
-    out = tmp_path_factory.mktemp("bundle") / "b"
-    out.mkdir()
-    write_bundle(graph, out, {"target": "nir", "dataset": "digits",
-                              "model_config": graph.config.to_dict(),
-                              "quantization": {"threshold_scale": 1.0,
-                                               "populations": graph.meta["quantization"]}})
-    return out, graph
+# The bundle under test is tests/conftest.py's micro_bundle (written once), of the micro model:
+# small, so that every read is quick: 11 populations of 2 x 4 x 4, 26 projections.
 
 
 @pytest.fixture
-def bundle(tmp_path, written):
+def bundle(tmp_path, micro_bundle):
     out = tmp_path / "b"
-    shutil.copytree(written[0], out)
+    shutil.copytree(micro_bundle[0], out)
     return out
 
 
@@ -103,9 +82,9 @@ def _expect(b, *patterns: str) -> str:
     return msg
 
 
-def test_the_unedited_bundle_reads(bundle, written):
+def test_the_unedited_bundle_reads(bundle, micro_bundle):
     graph, _ = read_bundle(bundle)
-    assert [p.name for p in graph.populations] == [p.name for p in written[1].populations]
+    assert [p.name for p in graph.populations] == [p.name for p in micro_bundle[1].populations]
 
 
 # -- 1. manifests of the wrong shape -------------------------------------------------------
@@ -237,8 +216,8 @@ def test_host_npz_with_a_string_array_is_refused(bundle):
 # graph_from_nir), changed in memory: the same code path as a changed file, without the file I/O.
 
 @pytest.fixture(scope="module")
-def parsed(written):
-    b = written[0]
+def parsed(micro_bundle):
+    b = micro_bundle[0]
     return read_network(b / NIR_FILE), read_host_arrays(b / HOST_FILE)
 
 
@@ -256,10 +235,10 @@ def _from(parsed, edit_graph=None, edit_host=None, *patterns: str) -> str:
     return msg
 
 
-def test_the_unedited_graph_reads(parsed, written):
+def test_the_unedited_graph_reads(parsed, micro_bundle):
     graph = graph_from_nir(*parsed, source="B/network.nir")
     assert all(torch.equal(a.weight_int, b.weight_int) for a, b in
-               zip(graph.projections, written[1].projections, strict=True)
+               zip(graph.projections, micro_bundle[1].projections, strict=True)
                if a.weight_int is not None)
 
 
@@ -325,8 +304,8 @@ def _with_first(w: np.ndarray, value) -> np.ndarray:
     ("src", "nowhere", r"src must be a population of this network, got 'nowhere'"),
     ("dst", "neuron", r"dst must be a population after"),
 ])
-def test_projection_parameters(parsed, written, key, value, pattern):
-    name = _first_conv(written[1])
+def test_projection_parameters(parsed, micro_bundle, key, value, pattern):
+    name = _first_conv(micro_bundle[1])
 
     def edit(g):
         m = _meta_of(g, name)
@@ -339,14 +318,14 @@ def test_projection_parameters(parsed, written, key, value, pattern):
     ("bias", np.full(2, 0.5), r"bias must be 0 \(what the reader runs\), got \[0\.5, 0\.5\]"),
     ("groups", 2, r"groups must be 1 \(what the reader runs\), got 2"),
 ])
-def test_conv_fields_the_reader_would_ignore(parsed, written, key, value, pattern):
-    name = _first_conv(written[1])
+def test_conv_fields_the_reader_would_ignore(parsed, micro_bundle, key, value, pattern):
+    name = _first_conv(micro_bundle[1])
     _from(parsed, lambda g: setattr(g.nodes[name], key, value), None,
           f"projection {name}.*{pattern}")
 
 
-def test_stride_zero_and_shapes_that_do_not_fit(bundle, written):
-    name = _first_conv(written[1])
+def test_stride_zero_and_shapes_that_do_not_fit(bundle, micro_bundle):
+    name = _first_conv(micro_bundle[1])
     _set(bundle, name, "stride", np.array([0, 0]), meta=False)
     _expect(bundle, re.escape(f"{bundle / NIR_FILE}: projection {name}: stride must be "
                                    "integers in [1, 64], got [0, 0]"))
@@ -384,8 +363,8 @@ def test_a_time_embedding_block_without_its_table(parsed):
           r"downblocks\.0\.neuron2\)")
 
 
-def test_offsets_and_delays_must_be_the_networks_schedule(parsed, written):
-    graph = written[1]
+def test_offsets_and_delays_must_be_the_networks_schedule(parsed, micro_bundle):
+    graph = micro_bundle[1]
     pop = graph.populations[3]
     _from(parsed, lambda g: _meta_of(g, pop.name).update(offset=pop.offset + 1), None,
           f"population {pop.name}: offset is {pop.offset + 1}; the schedule of this network "
@@ -402,24 +381,13 @@ def test_a_threshold_that_differs_between_neurons(parsed):
     _from(parsed, edit, None, r"population neuron: v_threshold must be one positive threshold")
 
 
-def test_an_edge_that_contradicts_the_metadata(parsed, written):
-    name = _first_conv(written[1])
+def test_an_edge_that_contradicts_the_metadata(parsed, micro_bundle):
+    name = _first_conv(micro_bundle[1])
 
     def edit(g):
         g.edges = [e for e in g.edges if e[0] != name]
 
     _from(parsed, edit, None, f"projection {name} .*the edge {name} -> .* is missing")
-
-
-def test_cli_exit_code_of_a_malformed_bundle(bundle, tmp_path, capsys):
-    _set(bundle, "downblocks.0.neuron2", "vth", 1 << 20)
-    code = cli(["simulate", "--bundle", str(bundle), "--num", "1", "--steps", "1",
-                "--out", str(tmp_path / "o"), "--quiet"])
-    err = capsys.readouterr().err
-    assert code == ExportError.exit_code, err
-    assert str(bundle / NIR_FILE) in err and "downblocks.0.neuron2: vth" in err
-    assert not (tmp_path / "o").exists()
-
 
 
 def test_bundle_format_peeks_without_blocking(bundle, tmp_path):

@@ -2,8 +2,8 @@
 call, run in Lava's own bit-accurate process models (LIFReset, Sparse, DelaySparse under
 Loihi2SimCfg(select_tag='fixed_pt')), equal the hardware-timed simulation exactly. Lava's inputs
 (the bias mantissas) and the eps read from its spikes come from the tests' own host code
-(conftest.independent_bias / independent_decode), not from the simulator's. Skips when Lava is
-not installed (fails under CI=true)."""
+(conftest.independent_bias / independent_decode), not from the simulator's; the comparison is
+conftest's ``assert_lava_bit_exact``. Skips when Lava is not installed (fails under CI=true)."""
 
 import sys
 
@@ -14,34 +14,13 @@ from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
 from sdm_neuro.errors import ExportError
 from sdm_neuro.export.lava_compat import lava_unavailable
-from sdm_neuro.simulators.timed import TimedSimulator
-from sdm_neuro.compiler.schedule import schedule
 
 if (_why := lava_unavailable()) is not None:
     pytest.skip(_why, allow_module_level=True)
 
 from sdm_neuro.export.lava_process import run_child
-from sdm_neuro.export.lava_runtime import lava_spikes
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _assert_bit_exact(graph, x, t, host_reference):
-    independent_bias, independent_decode = host_reference
-    graph = schedule(graph)
-    eps_sim, spk_sim = TimedSimulator(graph)(x, t)
-    spk_lava = lava_spikes(graph, independent_bias(graph, x, t), timeout_s=500)
-    for name, s in spk_sim.items():
-        assert torch.equal(spk_lava[name], s), name
-    # eps: the simulator's own decoder (float32) against the tests' float64 one on Lava's spikes
-    eps_lava = independent_decode(graph, spk_lava)
-    assert torch.allclose(eps_sim.double(), eps_lava, rtol=0, atol=1e-4 * eps_lava.abs().max())
-    # the balancing delays were exercised (DelaySparse), not only plain Sparse
-    assert any(p.delay for p in graph.projections)
-    # ... and every population spiked somewhere, and none everywhere (a silent or saturated
-    # layer would test little)
-    for name, s in spk_sim.items():
-        assert 0 < int(s.sum()) < s.numel(), name
 
 
 @pytest.mark.parametrize("seed, cfg, threshold", [
@@ -49,8 +28,8 @@ def _assert_bit_exact(graph, x, t, host_reference):
     (1, UNetConfig(ch=2, ch_mult=(1, 1, 2), num_res_blocks=2, img_ch=2, snn_steps=2, img_size=8),
      0.8),  # threshold guidance
 ])
-def test_random_small_configurations_are_bit_exact(randomized, host_reference, seed, cfg,
-                                                   threshold):
+def test_random_small_configurations_are_bit_exact(randomized, host_reference,
+                                                   assert_lava_bit_exact, seed, cfg, threshold):
     torch.manual_seed(seed)
     model = randomized(SpikingUNet(cfg).eval(), seed)
     if threshold is not None:
@@ -59,27 +38,17 @@ def test_random_small_configurations_are_bit_exact(randomized, host_reference, s
     graph = build_integer_graph(model, calibration_inputs(images, batches=2, batch_size=16))
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(2, cfg.img_ch, cfg.img_size, cfg.img_size, generator=g) * 2 - 1
-    _assert_bit_exact(graph, x, torch.tensor([7, 640]), host_reference)
+    assert_lava_bit_exact(graph, x, torch.tensor([7, 640]), host_reference)
 
 
-def test_default_bundle_is_bit_exact(tmp_path, host_reference):
-    """The default model's export bundle, built into Lava from the bundle alone."""
-    from sdm_neuro.cli import main as cli
-    from sdm_neuro.export.bundle import read_bundle
-
-    assert cli(["export", "--target", "loihi2", "--out", str(tmp_path / "b")]) == 0
-    graph, _ = read_bundle(tmp_path / "b")
-    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
-    _assert_bit_exact(graph, x, torch.tensor([500]), host_reference)
-
-
-def test_tsm_models_are_bit_exact_through_time_gated_relays(randomized, host_reference):
+def test_tsm_models_are_bit_exact_through_time_gated_relays(randomized, host_reference,
+                                                            assert_lava_bit_exact,
+                                                            tiny_config_ch4_t3):
     """SDM's TSM with threshold guidance: per-step weights through relays and clocks, per-step
     biases set by the host (one sample: Lava runs TSM one step at a time, about 40 s)."""
     from sdm_neuro.ir.graph import relayed
 
-    cfg = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8,
-                     tsm=True)
+    cfg = tiny_config_ch4_t3.replace(tsm=True)
     torch.manual_seed(3)
     model = randomized(SpikingUNet(cfg).eval(), 3)
     model.set_threshold(0.9)
@@ -88,18 +57,20 @@ def test_tsm_models_are_bit_exact_through_time_gated_relays(randomized, host_ref
     assert all(relayed(p) for p in graph.projections if p.dst != "host")
     assert len(set(graph.host.pixel_gain)) > 1  # the stem's bias changes per step too
     x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    _assert_bit_exact(graph, x, torch.tensor([870]), host_reference)
+    assert_lava_bit_exact(graph, x, torch.tensor([870]), host_reference)
 
 
-def test_split_matrix_with_a_negative_weight_exp_is_bit_exact(randomized, host_reference):
+def test_split_matrix_with_a_negative_weight_exp_is_bit_exact(randomized, host_reference,
+                                                              assert_lava_bit_exact,
+                                                              tiny_config_ch4_t3):
     """A folded upsample matrix beyond the 8-bit range is split into several Sparse processes,
     and with weight_exp < 0 each floors its own sum in Lava: the split must keep the floor of
     the whole sum, as the simulator computes it. Forced here: large taps, weight_exp -3."""
     import dataclasses
 
-    from sdm_neuro.export.lava_runtime import connection_matrix, weight_parts
+    from sdm_neuro.export.lava_synapses import connection_matrix, weight_parts
 
-    cfg = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8)
+    cfg = tiny_config_ch4_t3
     torch.manual_seed(0)
     model = randomized(SpikingUNet(cfg).eval(), 0)
     images = torch.rand(64, cfg.img_ch, cfg.img_size, cfg.img_size) * 2 - 1
@@ -118,7 +89,7 @@ def test_split_matrix_with_a_negative_weight_exp_is_bit_exact(randomized, host_r
     m = connection_matrix(projs[i], graph.population(up.src).shape,
                           graph.population(up.dst).shape)
     assert len(weight_parts(m, -3)) > 1  # the case under test: a split matrix
-    _assert_bit_exact(graph, x, torch.tensor([7, 640]), host_reference)
+    assert_lava_bit_exact(graph, x, torch.tensor([7, 640]), host_reference)
 
 
 def test_a_hung_lava_run_is_killed_at_its_timeout():

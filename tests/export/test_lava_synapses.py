@@ -8,7 +8,8 @@ from torch.nn import functional as F
 
 from sdm_neuro.ir.graph import Projection
 from sdm_neuro.errors import ExportError
-from sdm_neuro.export.lava_runtime import WEIGHT_MAX, WEIGHT_MIN, connection_matrix, weight_parts
+from sdm_neuro.export.lava_synapses import connection_matrix, weight_parts
+from sdm_neuro.ir.fixed_point import WEIGHT_MAX, WEIGHT_MIN
 
 
 @pytest.mark.parametrize("k, stride, up", [(3, 1, 1), (3, 2, 1), (1, 1, 1), (3, 1, 2), (1, 1, 2)])

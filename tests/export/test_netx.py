@@ -53,23 +53,3 @@ def test_netx_refuses_what_it_cannot_hold(make_feedforward, tmp_path):
     with pytest.raises(ExportError, match="no positive entry"):
         write_netx(bad, tmp_path / "b.net")
     assert not (tmp_path / "a.net").exists() and not (tmp_path / "b.net").exists()
-
-
-def test_cli_export_writes_a_netx_file_lava_runs_exactly(make_feedforward, tmp_path):
-    import nir
-
-    from sdm_neuro.cli import main
-    from sdm_neuro.frontends.feedforward_nir import feedforward_from_nir, feedforward_to_nir
-    from sdm_neuro.run.feedforward import network_input
-
-    src = tmp_path / "net.nir"
-    nir.write(src, feedforward_to_nir(make_feedforward(4, "LIF")))
-    out = tmp_path / "exp"
-    assert main(["export", str(src), "--time-steps", "10", "--num", "3", "--seed", "5",
-                 "--out", str(out)]) == 0
-    net = feedforward_from_nir(src)
-    x, _ = network_input(net, None, steps=10, batch=3, rate=0.2, seed=5)  # the CLI's input
-    qnet = quantize_feedforward(net, x)
-    lava = run_netx(qnet, x, path=out / "network.net", timeout_s=500)
-    for a, b in zip(lava, run_integer(qnet, x), strict=True):
-        assert torch.equal(a, b)

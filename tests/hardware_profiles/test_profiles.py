@@ -11,8 +11,9 @@ from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.cli import main as cli
 from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
 from sdm_neuro.errors import ProfileError
-from sdm_neuro.hardware_profiles.constraints import check, fan_in
+from sdm_neuro.hardware_profiles.constraints import check
 from sdm_neuro.hardware_profiles.profile import TAGS, get_profile, load_profile, shipped_profiles
+from sdm_neuro.ir.connectivity import fan_in
 
 GOOD = """
 name = "mine"
@@ -159,15 +160,3 @@ def test_violations_state_where_what_actual_and_limit(tmp_path, graph):
     want = {pop.name: -(-pop.neurons // 64) for pop in graph.populations}
     assert placement.cores == want
     assert placement.chips == -(-sum(want.values()) // 2)
-
-
-def test_profiles_command_lists_sources(capsys):
-    assert cli(["profiles", "loihi2"]) == 0
-    out = capsys.readouterr().out
-    assert "synop_pj" in out and "Davies" in out and "derived" in out
-
-
-def test_bad_profile_exits_with_its_code(tmp_path, capsys):
-    bad = _write(tmp_path, GOOD.replace('kind = "neuromorphic"', 'kind = "gpu"'))
-    assert cli(["profiles", str(bad)]) == 6
-    assert "kind must be one of" in capsys.readouterr().err

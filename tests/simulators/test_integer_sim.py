@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet, UNetConfig
+from sdm_neuro import SpikingUNet
 from sdm_neuro.ir import HOST
 from sdm_neuro.ir.graph import Projection
 from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
@@ -17,8 +17,6 @@ from sdm_neuro.simulators.integer import (
     accumulation_bound,
     check_exact_accumulation,
 )
-
-CFG = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8)
 
 
 def _np_conv(spk: np.ndarray, w: np.ndarray, stride: int, up: int) -> np.ndarray:
@@ -76,11 +74,11 @@ def _reference(graph, x, t, independent_bias):
 
 
 @pytest.fixture
-def graphs(randomized):
+def graphs(randomized, tiny_config_ch4_t3):
     out = {}
     for tsm in (False, True):
         torch.manual_seed(1)
-        model = randomized(SpikingUNet(CFG.replace(tsm=tsm)).eval())
+        model = randomized(SpikingUNet(tiny_config_ch4_t3.replace(tsm=tsm)).eval())
         images = torch.rand(64, 1, 8, 8) * 2 - 1
         out[tsm] = build_integer_graph(model, calibration_inputs(images, batches=2,
                                                                  batch_size=16))

@@ -1,0 +1,152 @@
+"""What the jobs share: which model they run (a checkpoint, default: the shipped model; or an
+export bundle's network), its deployment (calibrated, quantized graph), and the small option
+helpers (threads, threshold, steps).
+
+Notes about a checkpoint (how it was read, what was inferred) go to ``notify`` as they arise;
+the CLI prints them as ``note: ...`` on stderr. Imports of the heavy modules are deferred to the
+call, so the CLI starts fast and a job that stops at a check never loads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..fileio import sha256_file
+
+Notify = Callable[[str], None]
+
+
+def as_path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def or_one(value: float | None) -> float:
+    """A threshold option as recorded in reports: unset means the model's own (1.0)."""
+    return 1.0 if value is None else value
+
+
+def check_steps(sampler: str, steps: int, diffusion_steps: int) -> None:
+    """--steps against the model's diffusion steps, before any sampling or quantization."""
+    from ..diffusion.samplers import model_call_steps
+
+    model_call_steps(sampler, diffusion_steps, steps)
+
+
+def float_denoiser(model, device: str):
+    from ..diffusion import on_device
+    from ..training import resolve_device
+
+    return on_device(model, resolve_device(device))
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model a job runs: ``checkpoint`` (None: the shipped default model) read with
+    ``weights`` / ``snn_steps`` / ``img_size``, or the network of an export ``bundle``; for a
+    deployment, ``threshold_scale``, the training set (``dataset``, ``data_dir``) that
+    calibrates the quantization and the calibration ``seed``."""
+
+    checkpoint: Path | None = None
+    weights: str = "auto"
+    snn_steps: int | None = None
+    img_size: int | None = None
+    threshold_scale: float | None = None
+    dataset: str | None = None
+    data_dir: Path | None = None
+    seed: int = 0
+    bundle: Path | None = None
+    notify: Notify | None = None
+
+    def note(self, text: str) -> None:
+        if self.notify is not None:
+            self.notify(text)
+
+    @property
+    def is_nir(self) -> bool:
+        """The checkpoint is a NIR graph (a feed-forward SNN), not a U-Net."""
+        return self.checkpoint is not None and self.checkpoint.suffix == ".nir"
+
+
+def apply_threshold_scale(options: Any, model) -> None:
+    """``options.threshold_scale`` (a finite value > 0, or None: the model's own) sets every
+    firing threshold of ``model``."""
+    if options.threshold_scale is not None:
+        model.set_threshold(options.threshold_scale)
+
+
+def load(options: ModelOptions):
+    """(model, :class:`~sdm_neuro.checkpoint.Checkpoint`) of ``options.checkpoint``, default the
+    shipped model; the checkpoint's notes go to ``options.notify``."""
+    from ..checkpoint import load_model
+
+    path = options.checkpoint
+    if path is None:
+        from ..assets import default_model_path
+
+        path = default_model_path()
+    model, ckpt = load_model(path, weights=options.weights, snn_steps=options.snn_steps,
+                             img_size=options.img_size)
+    for note in ckpt.notes:
+        options.note(note)
+    return model, ckpt
+
+
+def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None):
+    """(model, checkpoint, dataset, training set, graph): the checkpoint (with the threshold
+    scale), its dataset's training images and the quantized deployment graph calibrated on
+    them. ``sampling``: (sampler, steps) to check against the model before the calibration."""
+    from ..compiler.pipeline import build_integer_graph, calibration_inputs
+    from ..data import load_dataset
+
+    model, ckpt = load(options)
+    if sampling is not None:
+        check_steps(*sampling, ckpt.config.diffusion_steps)
+    apply_threshold_scale(options, model)
+    dataset = options.dataset or ckpt.meta.get("dataset")
+    if dataset is None:
+        raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was trained "
+                         "on; pass --dataset (its training images calibrate the quantization).")
+    train = load_dataset(dataset, split="train", data_dir=options.data_dir,
+                         img_size=ckpt.config.img_size)
+    graph = build_integer_graph(model, calibration_inputs(train.images, seed=options.seed))
+    return model, ckpt, dataset, train, graph
+
+
+def from_bundle(options: ModelOptions):
+    """(float model or None, checkpoint path, dataset, graph) of ``options.bundle``: the network
+    comes from the bundle alone; the float model, for the comparison, from the checkpoint
+    given, else from the one the manifest names if it is still there, unchanged."""
+    from ..checkpoint import load_model
+    from ..export.bundle import read_bundle
+
+    if options.threshold_scale is not None:
+        raise UsageError("--threshold-scale: a bundle's thresholds were fixed at export; "
+                         "export again with --threshold-scale.")
+    graph, manifest = read_bundle(options.bundle)
+    src = manifest.get("checkpoint") or {}
+    path = options.checkpoint
+    if path is None and src.get("path") and Path(src["path"]).is_file() \
+            and sha256_file(Path(src["path"])) == src.get("sha256"):
+        path = Path(src["path"])
+    model = None
+    if path is not None:
+        model, _ = load_model(path, weights=options.weights, snn_steps=graph.config.snn_steps,
+                              img_size=graph.config.img_size)
+        scale = (manifest.get("quantization") or {}).get("threshold_scale", 1.0)
+        if scale != 1.0:
+            model.set_threshold(scale)
+    else:
+        options.note(f"{options.bundle}: its checkpoint is not available; simulating without "
+                     "the float comparison.")
+    return model, path or src.get("path"), options.dataset or manifest.get("dataset"), graph

@@ -1,0 +1,119 @@
+"""The evaluate job: sample quality (classifier-feature FID / KID, recognisability, floor and
+ceiling), written as ``report.json`` and PNGs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import UsageError
+from .checkpoints import ModelOptions, Notify, as_path, check_steps, float_denoiser, load
+from .checkpoints import or_one, set_threads
+from .outputs import check_outputs
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluateResult:
+    """``report`` is the evaluation (an :class:`~sdm_neuro.evaluation.evaluate.EvalReport`;
+    ``out/report.json`` holds it with the run's source); ``dataset`` the one compared with."""
+
+    out: Path
+    report: Any
+    dataset: str
+
+    def summary_lines(self) -> list[str]:
+        """The feature space, one line per scored set, the files written."""
+        from ..evaluation.evaluate import summary_lines
+        from ..evaluation.quality import NOT_INCEPTION
+
+        return [NOT_INCEPTION.format(dataset=self.dataset, dim=self.report.feature_dim),
+                *summary_lines(self.report), f"wrote {self.out}/report.json, samples.png, "
+                "classes.png"]
+
+
+def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
+             snn_steps: int | None = None, img_size: int | None = None, sampler: str = "ddpm",
+             steps: int = 1000, num: int = 250, batch: int = 250, seed: int = 0,
+             device: str = "cpu", threshold: float | None = None,
+             samples: str | Path | None = None, dataset: str | None = None,
+             data_dir: str | Path | None = None, classifier: str | Path | None = None,
+             inception_weights: str | Path | None = None, kid_subsets: int = 100,
+             kid_subset_size: int = 1000, threads: int | None = None,
+             out: str | Path = "out/evaluate", force: bool = False, quiet: bool = False,
+             notify: Notify | None = None) -> EvaluateResult:
+    """Generate samples (or read --samples) and score them against the training set: FID and KID
+    in the feature space of a small classifier trained by sdm-neuro on the same dataset (NOT
+    Inception FID; Inception FID is added with --inception-weights), the fraction of samples
+    classified with confidence >= 0.9 and the entropy of the predicted classes. Held-out real
+    images (floor) and noise (ceiling) are scored in the same run.
+
+    The samples come from the float model of ``checkpoint`` (default: the shipped one), or from
+    ``samples`` (.npy [N, C, H, W] in [-1, 1]). Writes ``report.json``, ``samples.png``,
+    ``classes.png`` (and ``samples.npy``, and a classifier trained now) into ``out`` (replaced
+    with ``force``). (The first paragraph is the command's ``--help`` description.)"""
+    import numpy as np
+
+    from ..diffusion import LinearSchedule, generate
+    from ..evaluation.evaluate import (
+        check_kid_options,
+        class_histogram_png,
+        evaluate_images,
+        get_classifier,
+        report_dict,
+    )
+    from ..fileio import atomic_dir, write_json, write_npy
+    from ..images import save_grid
+
+    out = Path(out)
+    check_outputs("evaluate", out=out, force=force)
+    data_dir, samples = as_path(data_dir), as_path(samples)
+    check_kid_options(kid_subsets, kid_subset_size)  # before sampling, not after
+    set_threads(threads)
+    t0 = time.perf_counter()
+    with atomic_dir(out, force=force) as tmp:
+        if samples is not None:
+            from ..evaluation.evaluate import read_samples
+
+            images = read_samples(samples)
+            source: dict[str, Any] = {"samples": str(samples)}
+            dataset = dataset or "digits"
+        else:
+            model, ckpt = load(ModelOptions(as_path(checkpoint), weights, snn_steps, img_size,
+                                            notify=notify))
+            if threshold is not None:
+                model.set_threshold(threshold)
+            cfg = ckpt.config
+            check_steps(sampler, steps, cfg.diffusion_steps)
+            dataset = dataset or ckpt.meta.get("dataset")
+            if dataset is None:
+                raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was "
+                                 "trained on; pass --dataset.")
+            images = generate(float_denoiser(model, device),
+                              LinearSchedule(num_steps=cfg.diffusion_steps), num,
+                              (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=batch,
+                              sampler=sampler, steps=steps, seed=seed, progress=not quiet)
+            source = {"checkpoint": str(ckpt.path), "weights": ckpt.weights,
+                      "config": cfg.to_dict(), "sampler": sampler, "steps": steps,
+                      "num": num, "seed": seed, "threshold": or_one(threshold),
+                      "notes": list(ckpt.notes)}
+            arr = images.numpy().astype(np.float32)
+            write_npy(tmp / "samples.npy", arr)
+        t_sample = time.perf_counter() - t0
+        clf, clf_name = get_classifier(dataset, img_size=images.shape[-1], data_dir=data_dir,
+                                       path=as_path(classifier), save_to=tmp / "classifier.pt",
+                                       progress=not quiet)
+        report = evaluate_images(images, dataset=dataset, classifier=clf,
+                                 classifier_name=clf_name, data_dir=data_dir,
+                                 inception_weights=as_path(inception_weights),
+                                 kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                                 seed=seed, progress=not quiet)
+        save_grid(images[:100], tmp / "samples.png")
+        class_histogram_png(tmp / "classes.png", report, clf.class_names)
+        write_json(tmp / "report.json", report_dict(
+            report, tool=f"sdm-neuro {__version__}", **source,
+            classifier_meta=clf.meta, seconds_sampling=round(t_sample, 1),
+            seconds_total=round(time.perf_counter() - t0, 1)))
+    return EvaluateResult(out, report, dataset)

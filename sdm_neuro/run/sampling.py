@@ -1,0 +1,70 @@
+"""The sample job: images from the float model, written as a PNG grid, a ``.npy`` array and
+``sample.json``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .checkpoints import ModelOptions, Notify, as_path, check_steps, float_denoiser, load
+from .checkpoints import or_one, set_threads
+from .outputs import check_outputs
+
+
+@dataclass(frozen=True, eq=False)
+class SampleResult:
+    """``report`` is what ``out/sample.json`` holds; ``seconds`` the sampling time."""
+
+    out: Path
+    samples: Any        # [N, C, H, W] in [-1, 1]
+    report: dict[str, Any]
+    seconds: float
+
+    def summary_lines(self) -> list[str]:
+        return [f"wrote {self.report['num']} samples to {self.out}/samples.png and "
+                f"{self.out}/samples.npy ({self.seconds:.1f} s)"]
+
+
+def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
+           snn_steps: int | None = None, img_size: int | None = None, sampler: str = "ddpm",
+           steps: int = 1000, num: int = 16, batch: int = 16, seed: int = 0,
+           device: str = "cpu", threshold: float | None = None, threads: int | None = None,
+           out: str | Path = "out/sample", quiet: bool = False,
+           notify: Notify | None = None) -> SampleResult:
+    """Generate ``num`` images with the float model (default: the shipped one); write
+    ``samples.png``, ``samples.npy`` and ``sample.json`` into the directory ``out``."""
+    import numpy as np
+
+    from ..diffusion import LinearSchedule, generate
+    from ..fileio import write_json, write_npy
+    from ..images import save_grid
+
+    out = Path(out)
+    check_outputs("sample", out=out)
+    model, ckpt = load(ModelOptions(as_path(checkpoint), weights, snn_steps, img_size,
+                                    notify=notify))
+    if threshold is not None:
+        model.set_threshold(threshold)
+    set_threads(threads)
+    cfg = ckpt.config
+    check_steps(sampler, steps, cfg.diffusion_steps)
+    t0 = time.perf_counter()
+    x = generate(float_denoiser(model, device), LinearSchedule(num_steps=cfg.diffusion_steps),
+                 num, (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=batch,
+                 sampler=sampler, steps=steps, seed=seed, progress=not quiet)
+    elapsed = time.perf_counter() - t0
+    arr = x.numpy().astype(np.float32)
+    write_npy(out / "samples.npy", arr)
+    save_grid(x, out / "samples.png")
+    report = {
+        "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt.path), "weights": ckpt.weights,
+        "config": cfg.to_dict(), "sampler": sampler, "steps": steps, "num": num,
+        "batch": batch, "seed": seed, "threshold": or_one(threshold),
+        "seconds": round(elapsed, 3), "notes": list(ckpt.notes),
+        "files": {"grid": "samples.png", "samples": "samples.npy ([N,C,H,W] float32 in [-1,1])"},
+    }
+    write_json(out / "sample.json", report)
+    return SampleResult(out, x, report, elapsed)
