@@ -23,9 +23,9 @@ def test_ann_baseline_of_the_sddpm_paper_configuration_matches_the_paper():
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_config_ch4_t3):
     torch.manual_seed(1)
-    cfg = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8)
+    cfg = tiny_config_ch4_t3
     model = SpikingUNet(cfg).eval()
     for m in model.modules():  # bias the BNs so that every layer spikes a fair amount
         if isinstance(m, torch.nn.BatchNorm2d):

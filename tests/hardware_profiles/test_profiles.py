@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet, UNetConfig
+from sdm_neuro import SpikingUNet
 from sdm_neuro.cli import main as cli
 from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
 from sdm_neuro.errors import ProfileError
@@ -116,9 +116,9 @@ def test_unknown_profile_and_missing_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def graph():
+def graph(tiny_config_ch4_t3):
     torch.manual_seed(0)
-    cfg = UNetConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=3, img_size=8)
+    cfg = tiny_config_ch4_t3
     model = SpikingUNet(cfg).eval()
     return build_integer_graph(model, calibration_inputs(torch.rand(8, 1, 8, 8) * 2 - 1,
                                                          batches=1, batch_size=4))

@@ -12,12 +12,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet, UNetConfig, run
+from sdm_neuro import SpikingUNet, run
 from sdm_neuro.errors import UsageError
 from sdm_neuro.run.simulation import SIMULATE_REPORT, read_simulate_report, write_simulate_report
-
-TINY = UNetConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, img_ch=1, snn_steps=2, img_size=8)
-
 
 @pytest.fixture
 def no_work(monkeypatch):
@@ -43,11 +40,11 @@ def no_work(monkeypatch):
 
 
 @pytest.fixture
-def tiny_ckpt(tmp_path):
+def tiny_ckpt(tmp_path, tiny_config):
     from sdm_neuro.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path / "tiny.pt", TINY, SpikingUNet(TINY).state_dict(),
+    return save_checkpoint(tmp_path / "tiny.pt", tiny_config, SpikingUNet(tiny_config).state_dict(),
                            meta={"dataset": "digits"})
 
 
@@ -78,14 +75,14 @@ def test_file_outputs_are_checked_before_training(tmp_path, no_work):
         run.train_classifier(out=tmp_path / "adir")
 
 
-def test_info_reports_the_checkpoint_and_its_notes(tiny_ckpt, tmp_path):
+def test_info_reports_the_checkpoint_and_its_notes(tiny_ckpt, tmp_path, tiny_config):
     res = run.info(tiny_ckpt)
-    assert res.summary["checkpoint"] == str(tiny_ckpt) and res.config == TINY
+    assert res.summary["checkpoint"] == str(tiny_ckpt) and res.config == tiny_config
     assert dict(res.rows())["image"] == "1 x 8 x 8" and len(res.layer_rows()) == \
         res.summary["spiking_layers"]
     # a reference checkpoint (a bare state_dict): what was inferred goes to notify, in order
     ref = tmp_path / "ref.pt"
-    torch.save({"net_model": SpikingUNet(TINY).state_dict()}, ref)
+    torch.save({"net_model": SpikingUNet(tiny_config).state_dict()}, ref)
     notes = []
     res = run.info(ref, img_size=8, notify=notes.append)
     assert notes and notes == res.summary["notes"]
@@ -119,13 +116,13 @@ def test_simulate_report_reads_what_the_writer_wrote(tmp_path):
         read_simulate_report(path)
 
 
-def test_onnx_manifest_has_the_bundle_format(tmp_path, tiny_ckpt):
+def test_onnx_manifest_has_the_bundle_format(tmp_path, tiny_ckpt, tiny_config):
     from sdm_neuro.export.bundle import BUNDLE_FORMAT, BUNDLE_VERSION
     from sdm_neuro.run.exports import onnx_manifest
 
     onnx_file = tmp_path / "denoiser.onnx"
     onnx_file.write_bytes(b"not really onnx")
-    ckpt = SimpleNamespace(path=Path(tiny_ckpt), config=TINY)
+    ckpt = SimpleNamespace(path=Path(tiny_ckpt), config=tiny_config)
     check = SimpleNamespace(to_dict=lambda: {"ok": True})
     m = onnx_manifest("onnx", ckpt, onnx_file, check, None)
     assert (m["format"], m["format_version"]) == (BUNDLE_FORMAT, BUNDLE_VERSION)
