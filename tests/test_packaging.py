@@ -29,7 +29,7 @@ def test_regular_install_has_one_import_root(tmp_path):
         assert (target / "sdm_neuro" / sub / "README.md").exists()
     for asset in ("default_digits16.pt", "digits16_classifier.pt", "MODEL_CARD.md"):
         assert (target / "sdm_neuro" / "assets" / asset).is_file(), asset
-    for sub in ("data", "evaluation", "deploy", "energy"):
+    for sub in ("data", "evaluation", "ir", "compiler", "frontends", "energy", "run"):
         assert (target / "sdm_neuro" / sub / "__init__.py").exists()
     for name in ("loihi2", "truenorth", "generic45nm_fp32"):  # the profiles ship as data
         assert (target / "sdm_neuro" / "hardware_profiles" / f"{name}.toml").is_file(), name
