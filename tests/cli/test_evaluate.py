@@ -6,7 +6,6 @@ import gzip
 import json
 import math
 import struct
-from pathlib import Path
 
 import numpy as np
 
@@ -14,14 +13,10 @@ from sdm_neuro.cli import main as cli
 from sdm_neuro.data import load_dataset
 from sdm_neuro.errors import CheckpointError, DatasetError, UsageError
 from sdm_neuro.evaluation import load_classifier
+from sdm_test_support import GOOD_SAMPLES, npy
 
 # samples of the right form, as tests/evaluation/test_eval_malformed.py writes them
-GOOD = np.linspace(-1, 1, 2 * 1 * 16 * 16, dtype=np.float32).reshape(2, 1, 16, 16)
 
-
-def npy(path: Path, arr: np.ndarray) -> Path:
-    np.save(path, arr)
-    return path
 
 
 def test_evaluate_real_images_as_samples(tmp_path, capsys):
@@ -92,7 +87,7 @@ def test_cli_refuses_samples_in_0_255_naming_the_file(tmp_path, capsys):
 
 
 def test_cli_refuses_bad_kid_options(tmp_path, capsys):
-    path = npy(tmp_path / "s.npy", GOOD)
+    path = npy(tmp_path / "s.npy", GOOD_SAMPLES)
     rc = cli(["evaluate", "--samples", str(path), "--kid-subset-size", "1", "--out",
               str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err

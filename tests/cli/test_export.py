@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 
-import nir
 import numpy as np
 import pytest
 import torch
@@ -18,21 +17,10 @@ from sdm_neuro.checkpoint import save_checkpoint
 from sdm_neuro.cli import main as cli
 from sdm_neuro.errors import ConstraintError, ExportError, UsageError
 from sdm_neuro.export.bundle import read_bundle
-from sdm_neuro.frontends.feedforward_nir import feedforward_to_nir
-from sdm_neuro.run.feedforward import random_spikes
-
-# a feed-forward network's input and NIR file, as tests/frontends/test_feedforward_nir.py makes them
-STEPS, BATCH = 16, 3
+from sdm_test_support import Shifted, ff_inputs, ff_written
 
 
-def _inputs(net, seed=1):
-    return random_spikes(net.input_shape, STEPS, BATCH, 0.3, seed)
 
-
-def _written(net, tmp_path, name="net.nir"):
-    path = tmp_path / name
-    nir.write(path, feedforward_to_nir(net))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,16 +97,6 @@ def test_export_of_a_reference_format_checkpoint(tmp_path, tiny_config_ch4):
 # the ONNX target
 # ---------------------------------------------------------------------------------------------
 
-class _Shifted(torch.nn.Module):
-    """The model with ``shift`` added to eps: a PyTorch model the ONNX file does not match."""
-
-    def __init__(self, model: SpikingUNet, shift: float) -> None:
-        super().__init__()
-        self.model, self.config, self.shift = model, model.config, shift
-
-    def forward(self, x, t):
-        return self.model(x, t) + self.shift
-
 
 def test_export_command_writes_a_bundle(tmp_path, capsys, monkeypatch, tiny_config, onnx_model):
     ckpt = save_checkpoint(tmp_path / "m.pt", tiny_config, onnx_model(tiny_config).state_dict())
@@ -157,7 +135,7 @@ def test_export_fails_with_exit_code_7_and_no_bundle_when_onnxruntime_disagrees(
     # ... and fails, exit code 7, when PyTorch's eps differs by 0.5
     real_check = onnx_export.check_onnx
     monkeypatch.setattr(onnx_export, "check_onnx",
-                        lambda model, path, **kw: real_check(_Shifted(model, 0.5), path, **kw))
+                        lambda model, path, **kw: real_check(Shifted(model, 0.5), path, **kw))
     code = cli(["export", str(ckpt), "--target", "onnx", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 7, err
@@ -207,7 +185,7 @@ def test_feedforward_constraint_counts_are_exact(make_feedforward, tmp_path):
     from sdm_neuro.compiler.quantize_feedforward import quantize_feedforward
 
     net = make_feedforward(0, "IF")
-    qnet = quantize_feedforward(net, _inputs(net))
+    qnet = quantize_feedforward(net, ff_inputs(net))
     (tmp_path / "tiny.toml").write_text(PROFILE)
     placement = check_feedforward(qnet, get_profile(tmp_path / "tiny.toml"))
     msgs = {str(v) for v in placement.violations}
@@ -225,6 +203,6 @@ def test_feedforward_constraint_counts_are_exact(make_feedforward, tmp_path):
     from sdm_neuro.cli import main
 
     out = tmp_path / "exp"
-    assert main(["export", str(_written(net, tmp_path)), "--profile",
+    assert main(["export", str(ff_written(net, tmp_path)), "--profile",
                  str(tmp_path / "tiny.toml"), "--num", "2", "--out", str(out)]) == 8
     assert not out.exists()

@@ -1,19 +1,8 @@
 """``sdm-neuro profiles`` end to end: the table of sourced figures, a bad profile's exit code."""
 
 from sdm_neuro.cli import main as cli
+from sdm_test_support import GOOD_PROFILE
 
-# a valid profile (tests/hardware_profiles/test_profiles.py has the schema tests)
-GOOD = """
-name = "mine"
-title = "My chip"
-kind = "neuromorphic"
-process = "7 nm"
-description = "test"
-[limits]
-neurons_per_core = { value = 100, tag = "datasheet", source = "the manual" }
-[energy]
-synop_pj = { value = 2.5, tag = "estimated", source = "a paper", derivation = "from x" }
-"""
 
 
 def test_profiles_command_lists_sources(capsys):
@@ -24,6 +13,6 @@ def test_profiles_command_lists_sources(capsys):
 
 def test_bad_profile_exits_with_its_code(tmp_path, capsys):
     bad = tmp_path / "mine.toml"
-    bad.write_text(GOOD.replace('kind = "neuromorphic"', 'kind = "gpu"'))
+    bad.write_text(GOOD_PROFILE.replace('kind = "neuromorphic"', 'kind = "gpu"'))
     assert cli(["profiles", str(bad)]) == 6
     assert "kind must be one of" in capsys.readouterr().err

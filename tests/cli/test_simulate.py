@@ -2,11 +2,9 @@
 one is refused with exit code 7); feed-forward NIR files and their bundles: the CLI's --dt,
 --input, node names, and a bad file."""
 
-import hashlib
 import json
 import shutil
 
-import h5py
 import nir
 import numpy as np
 import pytest
@@ -14,10 +12,10 @@ import torch
 
 from sdm_neuro.cli import main as cli
 from sdm_neuro.errors import ExportError
-from sdm_neuro.export.bundle import MANIFEST, NIR_FILE
-from sdm_neuro.frontends.feedforward_nir import feedforward_from_nir, feedforward_to_nir
 from sdm_neuro.ir.feedforward import run_float
-from sdm_neuro.run.feedforward import random_spikes
+from sdm_neuro.export.bundle import NIR_FILE
+from sdm_neuro.frontends.feedforward_nir import feedforward_from_nir
+from sdm_test_support import ff_inputs, ff_written, set_nir_field
 
 # ---------------------------------------------------------------------------------------------
 # U-Net bundles
@@ -59,36 +57,11 @@ def bundle(tmp_path, micro_bundle):
     return out
 
 
-def _manifest(b) -> dict:
-    return json.loads((b / MANIFEST).read_text())
 
-
-def _rehash(b) -> None:
-    """Update the manifest's hashes and sizes to the files as they are now."""
-    man = _manifest(b)
-    for name, info in man["files"].items():
-        f = b / name
-        if f.is_file():
-            info["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
-            info["bytes"] = f.stat().st_size
-    (b / MANIFEST).write_text(json.dumps(man))
-
-
-def _set(b, node: str, key: str, value, meta: bool = True) -> None:
-    """Replace one dataset of ``node`` in network.nir (a metadata key, or a node field)."""
-    with h5py.File(b / NIR_FILE, "r+") as f:
-        group = f["node"]["nodes"][node]
-        group = group["metadata"]["sdm_neuro"] if meta else group
-        del group[key]
-        if isinstance(value, str):
-            group.create_dataset(key, data=value, dtype=h5py.string_dtype())
-        else:
-            group.create_dataset(key, data=value)
-    _rehash(b)
 
 
 def test_cli_exit_code_of_a_malformed_bundle(bundle, tmp_path, capsys):
-    _set(bundle, "downblocks.0.neuron2", "vth", 1 << 20)
+    set_nir_field(bundle, "downblocks.0.neuron2", "vth", 1 << 20)
     code = cli(["simulate", "--bundle", str(bundle), "--num", "1", "--steps", "1",
                 "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
@@ -101,18 +74,8 @@ def test_cli_exit_code_of_a_malformed_bundle(bundle, tmp_path, capsys):
 # feed-forward NIR files
 # ---------------------------------------------------------------------------------------------
 
-# a feed-forward network's input and NIR file, as tests/frontends/test_feedforward_nir.py makes them
-STEPS, BATCH = 16, 3
 
 
-def _inputs(net, seed=1):
-    return random_spikes(net.input_shape, STEPS, BATCH, 0.3, seed)
-
-
-def _written(net, tmp_path, name="net.nir"):
-    path = tmp_path / name
-    nir.write(path, feedforward_to_nir(net))
-    return path
 
 
 def test_cli_simulates_and_exports_a_nir_file(make_feedforward, tmp_path):
@@ -121,7 +84,7 @@ def test_cli_simulates_and_exports_a_nir_file(make_feedforward, tmp_path):
     from sdm_neuro.cli import main
 
     net = make_feedforward(0, "LIF")
-    src = _written(net, tmp_path)
+    src = ff_written(net, tmp_path)
     out = tmp_path / "sim"
     assert main(["simulate", str(src), "--time-steps", "12", "--num", "2", "--out", str(out),
                  "--quiet"]) == 0
@@ -134,7 +97,7 @@ def test_cli_simulates_and_exports_a_nir_file(make_feedforward, tmp_path):
     manifest = json.loads((exp / "manifest.json").read_text())
     assert set(manifest["files"]) == {"network.nir", "quantized.pt"}
     back = feedforward_from_nir(exp / "network.nir")
-    for a, b in zip(run_float(net, _inputs(net)), run_float(back, _inputs(net)), strict=True):
+    for a, b in zip(run_float(net, ff_inputs(net)), run_float(back, ff_inputs(net)), strict=True):
         assert torch.equal(a, b)
     # the bundle simulates exactly as the file it was exported from (same input, seed 0), and
     # with its stored integer parameters on any other input

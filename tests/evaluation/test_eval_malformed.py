@@ -16,13 +16,9 @@ import torch
 from sdm_neuro.errors import CheckpointError, UsageError
 from sdm_neuro.evaluation import evaluate_sets, load_classifier
 from sdm_neuro.evaluation.evaluate import read_samples
+from sdm_test_support import GOOD_SAMPLES, npy
 
-GOOD = np.linspace(-1, 1, 2 * 1 * 16 * 16, dtype=np.float32).reshape(2, 1, 16, 16)
 
-
-def npy(path: Path, arr: np.ndarray) -> Path:
-    np.save(path, arr)
-    return path
 
 
 def raw_npy(path: Path, descr: str, shape: tuple, data: bytes) -> Path:
@@ -46,14 +42,15 @@ def refused(path: Path, pattern: str) -> str:
 # --- evaluate --samples: the reader -------------------------------------------------------------
 
 def test_good_samples_are_read_exactly(tmp_path):
-    for name, arr in (("c.npy", GOOD), ("f64.npy", GOOD.astype(np.float64)),
-                      ("be.npy", GOOD.astype(">f4")), ("fortran.npy", np.asfortranarray(GOOD)),
+    for name, arr in (("c.npy", GOOD_SAMPLES), ("f64.npy", GOOD_SAMPLES.astype(np.float64)),
+                      ("be.npy", GOOD_SAMPLES.astype(">f4")),
+                      ("fortran.npy", np.asfortranarray(GOOD_SAMPLES)),
                       ("rgb.npy", np.zeros((1, 3, 8, 8), np.float16))):
         x = read_samples(npy(tmp_path / name, arr))
         assert x.dtype == torch.float32 and tuple(x.shape) == arr.shape
         assert np.array_equal(x.numpy(), arr.astype(np.float32)), name
     # DDIM's unclamped last step overshoots [-1, 1] by a few hundredths: still images
-    assert read_samples(npy(tmp_path / "ddim.npy", GOOD * 1.05)).abs().max() > 1
+    assert read_samples(npy(tmp_path / "ddim.npy", GOOD_SAMPLES * 1.05)).abs().max() > 1
 
 
 @pytest.mark.parametrize("values,pattern", [
@@ -68,7 +65,7 @@ def test_out_of_range_values_are_refused(tmp_path, values, pattern):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_and_inf_are_refused(tmp_path, bad):
-    arr = GOOD.copy()
+    arr = GOOD_SAMPLES.copy()
     arr[1, 0, 3, 4] = bad
     refused(npy(tmp_path / "s.npy", arr), r"1 values are NaN or infinite \(first in image 1\)")
 
@@ -113,7 +110,7 @@ def test_header_is_checked_against_the_file_size_before_reading(tmp_path):
     huge = raw_npy(tmp_path / "huge.npy", "<f4", (1000000, 3, 1000, 1000), b"\0" * 64)
     refused(huge, r"truncated: the header says float32 \[1000000, 3, 1000, 1000\] = "
                   r"12,000,000,000,000 bytes, the file has 64 after the header")
-    good = GOOD.tobytes()
+    good = GOOD_SAMPLES.tobytes()
     refused(raw_npy(tmp_path / "short.npy", "<f4", (2, 1, 16, 16), good[:-4]), r"truncated")
     refused(raw_npy(tmp_path / "long.npy", "<f4", (2, 1, 16, 16), good + b"\0" * 4),
             r"trailing data: .* 2,048 bytes, the file has 2,052")
@@ -121,7 +118,7 @@ def test_header_is_checked_against_the_file_size_before_reading(tmp_path):
 
 
 def test_not_npy_files_are_refused(tmp_path):
-    np.savez(tmp_path / "s.npz", x=GOOD)
+    np.savez(tmp_path / "s.npz", x=GOOD_SAMPLES)
     refused(tmp_path / "s.npz", r"not a \.npy array of float images")
     (tmp_path / "t.npy").write_bytes(b"\x93NU")
     refused(tmp_path / "t.npy", r"not a \.npy array")

@@ -27,6 +27,7 @@ from sdm_neuro.export.bundle import (
     read_host_arrays,
     read_network,
 )
+from sdm_test_support import bundle_manifest, rehash_bundle, set_nir_field
 
 # The bundle under test is tests/conftest.py's micro_bundle (written once), of the micro model:
 # small, so that every read is quick: 11 populations of 2 x 4 x 4, 26 projections.
@@ -39,38 +40,13 @@ def bundle(tmp_path, micro_bundle):
     return out
 
 
-def _manifest(b) -> dict:
-    return json.loads((b / MANIFEST).read_text())
-
-
-def _rehash(b) -> None:
-    """Update the manifest's hashes and sizes to the files as they are now."""
-    man = _manifest(b)
-    for name, info in man["files"].items():
-        f = b / name
-        if f.is_file():
-            info["sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
-            info["bytes"] = f.stat().st_size
-    (b / MANIFEST).write_text(json.dumps(man))
 
 
 def _edit_manifest(b, edit) -> None:
-    man = _manifest(b)
+    man = bundle_manifest(b)
     edit(man)
     (b / MANIFEST).write_text(json.dumps(man))
 
-
-def _set(b, node: str, key: str, value, meta: bool = True) -> None:
-    """Replace one dataset of ``node`` in network.nir (a metadata key, or a node field)."""
-    with h5py.File(b / NIR_FILE, "r+") as f:
-        group = f["node"]["nodes"][node]
-        group = group["metadata"]["sdm_neuro"] if meta else group
-        del group[key]
-        if isinstance(value, str):
-            group.create_dataset(key, data=value, dtype=h5py.string_dtype())
-        else:
-            group.create_dataset(key, data=value)
-    _rehash(b)
 
 
 def _expect(b, *patterns: str) -> str:
@@ -136,7 +112,7 @@ def test_manifest_that_is_a_named_pipe_is_refused_without_opening(bundle):
 
 def _list_instead_of_host(b, name: str) -> None:
     """List ``name`` (with its true hash) in place of host.npz."""
-    man = _manifest(b)
+    man = bundle_manifest(b)
     target = b / name if not os.path.isabs(name) else Path(name)
     info = {"sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
     man["files"] = {"network.nir": man["files"]["network.nir"], name: info}
@@ -162,7 +138,7 @@ def test_a_link_out_of_the_bundle_is_not_followed(bundle, tmp_path):
 
 def test_a_listed_directory_or_pipe_is_refused(bundle):
     os.mkfifo(bundle / "pipe")
-    man = _manifest(bundle)
+    man = bundle_manifest(bundle)
     man["files"]["pipe"] = {"sha256": "0" * 64}
     (bundle / MANIFEST).write_text(json.dumps(man))
     _expect(bundle, re.escape(str(bundle / "pipe")), "named pipe")
@@ -178,7 +154,7 @@ def test_a_listed_directory_or_pipe_is_refused(bundle):
 ])
 def test_truncated_or_garbage_files_name_the_file(bundle, name, damage, pattern):
     (bundle / name).write_bytes(damage((bundle / name).read_bytes()))
-    _rehash(bundle)
+    rehash_bundle(bundle)
     _expect(bundle, re.escape(str(bundle / name)), pattern)
 
 
@@ -187,7 +163,7 @@ def _rewrite_host(b, edit) -> None:
         arrays = {k: z[k] for k in z.files}
     edit(arrays)
     np.savez(b / HOST_FILE, **arrays)
-    _rehash(b)
+    rehash_bundle(b)
 
 
 def test_host_npz_with_a_pickled_object_array_is_refused(bundle):
@@ -201,7 +177,7 @@ def test_host_npz_member_whose_header_lies_about_its_size(bundle):
     with zipfile.ZipFile(bundle / HOST_FILE, "a") as zf, zf.open("huge.npy", "w") as f:
         np.lib.format.write_array_header_1_0(f, header)
         f.write(np.zeros(4).tobytes())
-    _rehash(bundle)
+    rehash_bundle(bundle)
     _expect(bundle, re.escape(str(bundle / HOST_FILE)), r"huge: the header declares shape "
             r"\[1000000000\]")
 
@@ -259,7 +235,7 @@ def test_host_arrays_are_checked(parsed, edit, pattern):
 def test_nir_declaring_a_huge_dataset_is_refused_before_reading(bundle):
     with h5py.File(bundle / NIR_FILE, "r+") as f:  # declared, never written: a small file
         f["node"]["nodes"]["conv:0"].create_dataset("huge", shape=(40000, 40000), dtype="f8")
-    _rehash(bundle)
+    rehash_bundle(bundle)
     assert (bundle / NIR_FILE).stat().st_size < 10 << 20
     _expect(bundle, re.escape(str(bundle / NIR_FILE)), r"declares more than .* bytes",
             r"shape \[40000, 40000\]")
@@ -326,11 +302,11 @@ def test_conv_fields_the_reader_would_ignore(parsed, micro_bundle, key, value, p
 
 def test_stride_zero_and_shapes_that_do_not_fit(bundle, micro_bundle):
     name = _first_conv(micro_bundle[1])
-    _set(bundle, name, "stride", np.array([0, 0]), meta=False)
+    set_nir_field(bundle, name, "stride", np.array([0, 0]), meta=False)
     _expect(bundle, re.escape(f"{bundle / NIR_FILE}: projection {name}: stride must be "
                                    "integers in [1, 64], got [0, 0]"))
     # a stride that NIR's own type check refuses: still the bundle's error, naming the node
-    _set(bundle, name, "stride", np.array([2, 2]), meta=False)
+    set_nir_field(bundle, name, "stride", np.array([2, 2]), meta=False)
     _expect(bundle, re.escape(str(bundle / NIR_FILE)), f"type mismatch: {name}.output")
 
 

@@ -6,19 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from sdm_neuro import SpikingUNet
 from sdm_neuro.export.onnx import check_onnx
+from sdm_test_support import Shifted
 
-
-class _Shifted(torch.nn.Module):
-    """The model with ``shift`` added to eps: a PyTorch model the ONNX file does not match."""
-
-    def __init__(self, model: SpikingUNet, shift: float) -> None:
-        super().__init__()
-        self.model, self.config, self.shift = model, model.config, shift
-
-    def forward(self, x, t):
-        return self.model(x, t) + self.shift
 
 
 @pytest.mark.parametrize("tsm", [False, True])
@@ -39,14 +29,14 @@ def test_check_onnx_reports_a_mismatch_with_the_measured_difference(onnx_exporte
     good = check_onnx(model, path)
     assert good.ok and good.max_abs_diff < 1e-4
     # eps shifted by 0.5: every output differs by 0.5 (up to float32 rounding of eps + 0.5)
-    bad = check_onnx(_Shifted(model, 0.5), path)
+    bad = check_onnx(Shifted(model, 0.5), path)
     assert not bad.ok and bad.to_dict()["ok"] is False
     assert abs(bad.max_abs_diff - 0.5) < 1e-4 and abs(bad.p999_abs_diff - 0.5) < 1e-4
     assert bad.eps_range == pytest.approx(good.eps_range, abs=1e-6)  # a shift keeps the range
     # a difference within the bulk tolerance (1e-4) but beyond 5% of eps' range also fails
     small = 0.2 * good.eps_range
     assert small < 5e-5  # this model's eps is small: the near-zero tail init (gain 1e-5)
-    near = check_onnx(_Shifted(model, small), path)
+    near = check_onnx(Shifted(model, small), path)
     assert not near.ok and near.p999_abs_diff < 1e-4
     # the runtimes' own difference is <= 5% of the range (good.ok), so the measured one is
     # the shift within that

@@ -16,15 +16,12 @@ import torch
 
 from sdm_neuro.errors import ConfigError
 from sdm_neuro.ir.feedforward import run_float
-from sdm_neuro.frontends.feedforward_nir import feedforward_from_nir, feedforward_to_nir
+from sdm_neuro.frontends.feedforward_nir import feedforward_from_nir
 from sdm_neuro.run.feedforward import random_spikes, simulate_feedforward
+from sdm_test_support import BATCH, STEPS, ff_inputs, ff_written
 
 MARGIN = 1e-4
-STEPS, BATCH = 16, 3
 
-
-def _inputs(net, seed=1):
-    return random_spikes(net.input_shape, STEPS, BATCH, 0.3, seed)
 
 
 def _margin(net, x):
@@ -45,16 +42,11 @@ def _clear_case(make, kind, **kw):
     cannot decide a spike, exact agreement is the right expectation."""
     for seed in range(20):
         net = make(seed, kind, **kw)
-        x = _inputs(net, seed)
+        x = ff_inputs(net, seed)
         if _margin(net, x)[0] > MARGIN:
             return net, x
     raise AssertionError("no seed keeps the margin")
 
-
-def _written(net, tmp_path, name="net.nir"):
-    path = tmp_path / name
-    nir.write(path, feedforward_to_nir(net))
-    return path
 
 
 def _per_sample(run_one, x):
@@ -65,11 +57,11 @@ def _per_sample(run_one, x):
 def test_nir_round_trip_is_exact(make_feedforward, tmp_path):
     for kind in ("IF", "LIF", "LIF-r1"):
         net = make_feedforward(3, kind)
-        path = _written(net, tmp_path, f"{kind}.nir")
+        path = ff_written(net, tmp_path, f"{kind}.nir")
         back = feedforward_from_nir(nir.read(path))  # plain nir.read, type checking on
         assert back.dt == net.dt and back.input_shape == net.input_shape
         assert [layer.name for layer in back.layers] == ["l0", "l1", "l2"]
-        x = _inputs(net)
+        x = ff_inputs(net)
         for a, b in zip(run_float(net, x), run_float(back, x), strict=True):
             assert torch.equal(a, b)
 
@@ -83,7 +75,7 @@ def test_norse_runs_our_nir_export(make_feedforward, tmp_path, kind):
     # Norse starts a LIF at v = v_leak, NIR and Loihi at 0: no leak drive, so both start at 0
     net, x = _clear_case(make_feedforward, kind, leak=False)
     ref = _checked_reference(net, x)  # every layer spikes
-    graph = nir.read(_written(net, tmp_path))
+    graph = nir.read(ff_written(net, tmp_path))
     neurons = [n for n in graph.nodes.values() if isinstance(n, (nir.IF, nir.LIF))]
     assert len(neurons) == 3
     if kind == "LIF-r1":  # the form Norse runs: r = 1 (it ignores r), a real leak, v_leak 0
@@ -111,7 +103,7 @@ def test_snntorch_runs_our_nir_export(make_feedforward, tmp_path):
     # snnTorch takes one threshold per layer and no v_leak
     net, x = _clear_case(make_feedforward, "LIF", uniform=True, leak=False)
     ref = _checked_reference(net, x)
-    graph = nir.read(_written(net, tmp_path))
+    graph = nir.read(ff_written(net, tmp_path))
 
     def run_one(xb):
         module = import_from_nir(graph)  # fresh hidden state per sample
@@ -313,4 +305,4 @@ def test_per_neuron_tau_is_refused_for_fixed_point(make_feedforward):
     bad = Layer(layer.name, layer.synapse, Neurons("LIF", n.threshold, a, n.gain, n.leak))
     net = FeedForwardSNN(net.input_shape, (*net.layers[:2], bad), net.dt)
     with pytest.raises(ConfigError, match="l2.*one dv per process"):
-        quantize_feedforward(net, _inputs(net))
+        quantize_feedforward(net, ff_inputs(net))

@@ -14,18 +14,8 @@ from sdm_neuro.errors import ProfileError
 from sdm_neuro.hardware_profiles.constraints import check
 from sdm_neuro.hardware_profiles.profile import TAGS, get_profile, load_profile, shipped_profiles
 from sdm_neuro.ir.connectivity import fan_in
+from sdm_test_support import GOOD_PROFILE
 
-GOOD = """
-name = "mine"
-title = "My chip"
-kind = "neuromorphic"
-process = "7 nm"
-description = "test"
-[limits]
-neurons_per_core = { value = 100, tag = "datasheet", source = "the manual" }
-[energy]
-synop_pj = { value = 2.5, tag = "estimated", source = "a paper", derivation = "from x" }
-"""
 
 
 def _write(tmp_path, text, name="mine.toml"):
@@ -50,7 +40,7 @@ def test_every_required_platform_ships_with_sourced_figures():
 
 
 def test_a_user_profile_loads(tmp_path):
-    prof = get_profile(_write(tmp_path, GOOD))
+    prof = get_profile(_write(tmp_path, GOOD_PROFILE))
     assert prof.limits["neurons_per_core"].value == 100
     assert prof.energy["synop_pj"].label == "2.5 (estimated, derived)"
 
@@ -87,7 +77,7 @@ def test_a_user_profile_loads(tmp_path):
      "unknown field(s) unit"),
 ])
 def test_schema_errors_name_the_file_and_key(tmp_path, edit, message):
-    path = _write(tmp_path, edit(GOOD))
+    path = _write(tmp_path, edit(GOOD_PROFILE))
     with pytest.raises(ProfileError, match=re.escape(message)) as e:
         load_profile(path)
     assert str(path) in str(e.value)
@@ -98,7 +88,7 @@ def test_profile_files_that_are_not_regular_small_files(tmp_path, capsys):
     are refused before anything is read."""
     pipe = tmp_path / "pipe.toml"
     os.mkfifo(pipe)
-    big = _write(tmp_path, GOOD + "#" * (1 << 20), "big.toml")
+    big = _write(tmp_path, GOOD_PROFILE + "#" * (1 << 20), "big.toml")
     for path, message in ((Path("/dev/zero"), "is a device"), (pipe, "is a named pipe"),
                           (tmp_path, "is a directory"), (big, "more than the 1,048,576 bytes")):
         with pytest.raises(ProfileError, match=re.escape(message)) as e:
@@ -145,7 +135,7 @@ def test_fan_in_counts_distinct_source_neurons(graph):
 
 
 def test_violations_state_where_what_actual_and_limit(tmp_path, graph):
-    small = GOOD.replace("value = 100", "value = 64").replace("[energy]", (
+    small = GOOD_PROFILE.replace("value = 100", "value = 64").replace("[energy]", (
         'fan_in_per_neuron_max = { value = 20, tag = "datasheet", source = "m" }\n'
         'weight_bits = { value = 4, tag = "datasheet", source = "m" }\n'
         'cores_per_chip = { value = 2, tag = "datasheet", source = "m" }\n[energy]'))
