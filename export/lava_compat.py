@@ -1,7 +1,7 @@
 """Make the archived Lava releases (lava-nc 0.10.0, lava-dl 0.6.0) import on Python 3.11, without
 editing installed files.
 
-Two known breakages (see README "Installation notes"):
+Two known breakages (see README "Installation notes"), and one exactness fix:
 
 1. ``lava/magma/compiler/var_model.py`` gives eight dataclass fields an instance default
    (``x: ByteEncoder = ByteEncoder()``), which Python 3.11 rejects at import. A meta-path hook
@@ -9,6 +9,15 @@ Two known breakages (see README "Installation notes"):
    ``field(default_factory=ByteEncoder)`` (same values, a fresh encoder per instance).
 2. ``import lava.lib.dl.slayer`` imports its object-detection subpackage, which needs OpenCV and
    torchvision; an empty module is registered under that name first.
+3. Lava's ``Conv`` model types its geometry (``kernel_size``, ``stride``, ``padding``,
+   ``dilation``, ``groups``) as int8; under numpy 2 (NEP 50) a Python int >= 128 meeting them
+   raises ``OverflowError``: at build for ``groups`` >= 128, inside ``run_spk`` for >= 128 input
+   or output channels or a padded size >= 128, where it surfaces as a deadlocked run. After the
+   import, :func:`import_lava` re-types them as int32 on ``AbstractPyConvModel`` (the shared
+   base of the float and fixed-point models; the values are unchanged, so results are too).
+   Verified exact in ``../shared/reference/lava_checks/conv_wide_patched.py`` /
+   ``conv_groups_patched.py``; the graded backend (:mod:`.lava_graded`) needs it for the
+   U-Net's 128-channel layers. Lava's Python processes are forked, so they inherit the patch.
 
 Call :func:`import_lava` (idempotent) before importing anything from Lava.
 """
@@ -78,9 +87,21 @@ def import_lava() -> types.ModuleType:
                               f"`pip install --no-deps --ignore-requires-python {LAVA_PIN}` "
                               "(see the README's installation notes).") from None
         raise
+    _patch_conv_geometry()
     import lava
 
     return lava
+
+
+def _patch_conv_geometry() -> None:
+    """Measure 3 (idempotent: setting the same attribute again changes nothing)."""
+    import numpy as np
+    from lava.magma.core.model.py.type import LavaPyType
+    from lava.proc.conv.models import AbstractPyConvModel
+
+    for name in ("kernel_size", "stride", "padding", "dilation", "groups"):
+        if getattr(AbstractPyConvModel, name).d_type is not np.int32:
+            setattr(AbstractPyConvModel, name, LavaPyType(np.ndarray, np.int32, precision=16))
 
 
 def lava_unavailable() -> str | None:

@@ -37,7 +37,7 @@ from ..compiler.schedule import schedule
 from ..errors import ExportError
 from ..ir.fixed_point import (DECAY_MAX, NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU, VTH_SHIFT,
                               WEIGHT_BITS, WEIGHT_EXP_MAX, WEIGHT_MIN)
-from ..ir.graph import HOST, DeployGraph, call_length, relayed
+from ..ir.graph import HOST, DeployGraph, call_length, is_scheduled, relayed
 from ..ir.host import per_call_bias, pixel_current
 from ..simulators.integer import IntegerSimulator, bias_mantissa
 from .lava_process import run_child
@@ -203,7 +203,7 @@ def lava_call(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *, timeout_s
     """One denoising call in Lava: eps and every population's spikes in its window
     ``[T, B, C, H, W]``, as :class:`~sdm_neuro.simulators.timed.TimedSimulator` returns them."""
     check_lava_deployable(graph)
-    if not any(p.offset for p in graph.populations):
+    if not is_scheduled(graph):
         graph = schedule(graph)
     spikes = lava_spikes(graph, bias_mantissas(graph, x, t), timeout_s=timeout_s)
     eps = IntegerSimulator(graph).decode(spikes, graph.config.snn_steps)

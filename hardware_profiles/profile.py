@@ -45,6 +45,19 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "input_channels_max": ("int", "input channels"),
         "hidden_neurons_max": ("int", "hidden neurons"),
         "output_channels_max": ("int", "output channels"),
+        # The graded mapping (hardware_profiles/graded.py); absent = the chip lacks the feature
+        "graded_payload_bits": ("int", "payload width of a graded spike (absent: binary spikes "
+                                "only)"),
+        "shared_conv_kernels": ("int", "1: a conv kernel is stored once per core and shared by "
+                                "the core's neurons (absent: no weight sharing)"),
+        "neurons_per_core_practical": ("int", "neurons per core a vendor compiler places in "
+                                       "practice (the graded mapping's bound; else "
+                                       "neurons_per_core)"),
+        "neuron_groups_per_core": ("int", "neuron groups (layers' tiles) one core can hold"),
+        "synaptic_memory_words_per_core": ("int", "64-bit words of synaptic memory per core, as "
+                                           "the vendor compiler allocates them"),
+        "explicit_synapse_bits": ("int", "memory bits of one explicitly stored synapse (weight "
+                                  "and addressing)"),
     },
     "energy": {
         "synop_pj": ("number", "one synaptic operation (a spike reaching one synapse)"),
@@ -52,6 +65,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "neuron_update_inactive_pj": ("number", "one neuron update of an inactive neuron"),
         "spike_message_pj": ("number", "one spike message sent within a chip"),
         "spike_hop_pj": ("number", "one spike message hop between cores / tiles"),
+        "graded_message_pj": ("number", "one graded spike message (with its payload) sent within "
+                              "a chip"),
         "mac_pj": ("number", "one multiply-accumulate of real-valued inputs"),
         "ac_pj": ("number", "one accumulate (addition)"),
         "memory_read_64bit_pj": ("number", "one 64-bit read of local memory"),

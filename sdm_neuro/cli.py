@@ -21,7 +21,6 @@ from rich.table import Table
 
 from . import __version__, run
 from .errors import SdmNeuroError
-from .ir.graph import graph_table
 
 # --- option types: a bad value stops at parse time (exit 2, argparse names the option), before
 # any file is read or any work starts
@@ -186,7 +185,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if isinstance(res, run.SimulateResult) and not args.quiet:
         console = Console()  # a file or pipe: do not squeeze the table into 80 columns
         console = console if console.is_terminal else Console(width=160)
-        console.print(graph_table(res.graph, res.report["layers"]))
+        console.print(res.table())
     return _print(res)
 
 
@@ -287,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--bundle", type=Path, metavar="DIR",
       help="simulate the network of an export bundle (loihi2 / nir target)")
     a("--mode", choices=("ideal", "hardware"), default="ideal")
+    a("--mapping", choices=("composed", "graded"), default="composed",
+      help="the Loihi 2 mapping: composed (every analog tensor composed into explicit synapse "
+      "matrices) or graded (shared conv kernels, graded-spike relays; not for TSM models)")
     a("--compare-every", type=positive_int, default=10,
       help="compare eps and spikes with the float model every N calls")
     _add_feedforward_args(p)
@@ -300,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--bundle", type=Path, metavar="DIR", help="report on the network of an export bundle "
       "(its thresholds and quantization; the float model from its checkpoint)")
     a("--stats", type=Path, metavar="SIMULATE_JSON",
-      help="use the activity of a sdm-neuro simulate run instead of measuring")
+      help="use the activity of a sdm-neuro simulate run instead of measuring (for the mapping "
+           "that run simulated; the other one is measured)")
+    a("--mapping", choices=("composed", "graded", "both"), default="both",
+      help="Loihi 2 mapping(s) to report: composed (explicit synapse matrices), graded (shared "
+           "conv kernels, graded spikes) or both side by side (default)")
     a("--sampler", choices=("ddpm", "ddim"), help="default: ddpm, or the --stats run's")
     a("--steps", type=positive_int, help="sampler steps, i.e. denoising calls per image "
       "(default: 1000, or the --stats run's)")
@@ -314,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p, a = command("export", cmd_export, "write an export bundle: NIR + integer parameters for "
                    "Loihi 2, or ONNX", run.export)
     a("--target", choices=("loihi2", "nir", "onnx"), default="loihi2")
+    a("--mapping", choices=("composed", "graded"), default="composed",
+      help="the Loihi 2 mapping written: composed (explicit synapse matrices, default) or graded "
+      "(shared conv kernels, graded-spike relays; not for TSM models); graded also prints both "
+      "mappings' cores, chips and memory on the profile")
     a("--profile", help="hardware profile the constraints are checked against (default loihi2)")
     a("--allow-violations", action="store_true",
       help="write the bundle even if the network breaks a limit of the profile")

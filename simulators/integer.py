@@ -54,11 +54,14 @@ class Counters:
     host_macs: int = 0
     events: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # wraps, clips
     calls: int = 0
+    payloads: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # graded mapping:
+    # non-zero payloads each relay sent
 
     def to_dict(self) -> dict:
         return {"calls": self.calls, "neuron_updates": self.neuron_updates,
                 "host_macs": self.host_macs, "spikes": dict(self.spikes),
-                "synops": dict(self.synops), "events": dict(self.events)}
+                "synops": dict(self.synops), "events": dict(self.events),
+                **({"payloads": dict(self.payloads)} if self.payloads else {})}
 
 
 def bias_mantissa(pop: Population, current: torch.Tensor, counters: Counters | None

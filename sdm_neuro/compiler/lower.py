@@ -59,7 +59,7 @@ def _gain_mul(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(x * y for x, y in zip(a, b))
 
 
-def _conv_parts(conv: nn.Module, steps: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+def conv_parts(conv: nn.Module, steps: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     inner = conv.tsmconv if isinstance(conv, TSMConv2d) else conv
     gain = tuple(float(g) for g in conv.tsmp.detach().reshape(-1)) if isinstance(
         conv, TSMConv2d) else ()
@@ -69,16 +69,16 @@ def _conv_parts(conv: nn.Module, steps: int) -> tuple[torch.Tensor, torch.Tensor
     return inner.weight.detach().to(_F64), b.detach().to(_F64), gain
 
 
-def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     scale = bn.weight.detach().to(_F64) / torch.sqrt(bn.running_var.to(_F64) + bn.eps)
     return scale, bn.bias.detach().to(_F64) - bn.running_mean.to(_F64) * scale
 
 
-def _conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, steps: int) -> tuple[torch.Tensor,
+def fold_conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, steps: int) -> tuple[torch.Tensor,
                                                                         torch.Tensor, tuple]:
     """``BN((conv(x) + b) * g[s])`` = ``g[s] * conv(x; W') + bias[s]`` with BN folded."""
-    w, b, gain = _conv_parts(conv, steps)
-    scale, shift = _bn_affine(bn)
+    w, b, gain = conv_parts(conv, steps)
+    scale, shift = bn_affine(bn)
     g = torch.tensor(gain or (1.0,) * steps, dtype=_F64)
     bias = g[:, None] * (b * scale)[None] + shift[None]
     return w * scale[:, None, None, None], bias, gain
@@ -116,7 +116,7 @@ class _Lowering:
 
     def spike_conv(self, src: str, conv: nn.Module, bn: nn.BatchNorm2d, res: int, *,
                    stride: int = 1, upsample: int = 1) -> _Expr:
-        w, bias, gain = _conv_bn(conv, bn, self.steps)
+        w, bias, gain = fold_conv_bn(conv, bn, self.steps)
         return _Expr([_Term(src, w, stride, upsample, gain)], bias,
                      res=res * upsample // stride)
 
@@ -128,7 +128,7 @@ class _Lowering:
 
     def one_by_one(self, conv: nn.Module, x: _Expr) -> _Expr:
         """A 1x1 shortcut conv (with its TSM gain) applied to an analog sum."""
-        w, b, gain = _conv_parts(conv, self.steps)
+        w, b, gain = conv_parts(conv, self.steps)
         a = w[:, :, 0, 0]
         terms = [_Term(t.src, torch.einsum("oc,cikl->oikl", a, t.weight), t.stride, t.upsample,
                        _gain_mul(t.gain, gain)) for t in x.terms]
@@ -167,7 +167,7 @@ def lower(model: SpikingUNet) -> DeployGraph:
     """The float deployment graph of ``model`` (eval-mode BatchNorm; current thresholds)."""
     m, cfg = model, model.config
     low = _Lowering(m)
-    pw, pb, pg = _conv_bn(m.conv, m.bn, cfg.snn_steps)
+    pw, pb, pg = fold_conv_bn(m.conv, m.bn, cfg.snn_steps)
     stem = _Expr([], pb, pixel=True, res=cfg.img_size)
     n0 = low.fire("neuron", stem, m.neuron.threshold)
     h = low.spike_conv(n0, m.conv_identity, m.bn_identity, cfg.img_size)

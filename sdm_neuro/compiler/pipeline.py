@@ -57,8 +57,9 @@ def build_integer_graph(model: SpikingUNet, calibration: list[tuple[torch.Tensor
 
 @dataclass
 class IntegerDenoiser:
-    """A sampler-compatible ``eps = f(x_t, t)`` backed by the integer simulator; optionally
-    compares with the float model on the same input every ``compare_every`` calls."""
+    """A sampler-compatible ``eps = f(x_t, t)`` backed by the integer simulator of either mapping
+    (a :class:`~sdm_neuro.ir.graded.GradedGraph` runs the graded simulators); optionally compares
+    with the float model on the same input every ``compare_every`` calls."""
 
     graph: DeployGraph
     mode: str = "ideal"                # or "hardware": Lava's delays (same results)
@@ -69,17 +70,23 @@ class IntegerDenoiser:
 
     def __post_init__(self) -> None:
         from ..errors import UsageError
+        from ..ir.graded import GradedGraph
+        from ..ir.graph import is_scheduled
+        from ..simulators.graded import GradedSimulator, GradedTimedSimulator
         from ..simulators.integer import Counters, IntegerSimulator
         from ..simulators.timed import TimedSimulator
         from .schedule import schedule
+        from .schedule_graded import schedule_graded
 
         if self.mode not in ("ideal", "hardware"):
             raise UsageError(f"unknown timing mode {self.mode!r} (ideal or hardware).")
-        if self.mode == "hardware":
-            self.graph = schedule(self.graph)
-            self.sim = TimedSimulator(self.graph)
+        graded = isinstance(self.graph, GradedGraph)
+        if self.mode == "hardware" and not (graded and is_scheduled(self.graph)):
+            # (a graded bundle's graph is scheduled already: its delay copies are in it)
+            self.graph = (schedule_graded if graded else schedule)(self.graph)
+            self.sim = (GradedTimedSimulator if graded else TimedSimulator)(self.graph)
         else:
-            self.sim = IntegerSimulator(self.graph)
+            self.sim = (GradedSimulator if graded else IntegerSimulator)(self.graph)
         self.counters = Counters()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

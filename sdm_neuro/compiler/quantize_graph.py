@@ -70,19 +70,20 @@ def even_round(w: torch.Tensor, lsb: float) -> tuple[torch.Tensor, int]:
     return q.clamp(WEIGHT_MIN, WEIGHT_MAX).to(torch.int16), clipped
 
 
-def quantize_weight(weight: torch.Tensor, q: float, gain: tuple[float, ...] = ()
-                    ) -> tuple[torch.Tensor, int, int]:
+def quantize_weight(weight: torch.Tensor, q: float, gain: tuple[float, ...] = (), *,
+                    exp_min: int = WEIGHT_EXP_RANGE[0]) -> tuple[torch.Tensor, int, int]:
     """``weight`` (float, per-step ``gain`` for TSM) onto a destination whose membrane LSB is
     ``q``: ``(w_int, weight_exp, clipped)`` with ``weight * gain ~= w_int * 64 * 2**exp * q``.
     The exponent is the smallest that clips nothing (``top``) or one or two below it, which clip
-    the few largest weights for a finer step: whichever has the least squared weight error."""
+    the few largest weights for a finer step: whichever has the least squared weight error.
+    ``exp_min``: the smallest exponent allowed (0 for a Lava Conv, which has none)."""
     wmax = float(weight.abs().max()) * max(map(abs, gain or (1.0,)))
-    top = (WEIGHT_EXP_RANGE[0] if wmax == 0 else
-           max(WEIGHT_EXP_RANGE[0],
-               math.ceil(math.log2(wmax / (WEIGHT_MAX * (1 << ACT_SHIFT) * q)))))
+    top = (exp_min if wmax == 0 else
+           min(WEIGHT_EXP_RANGE[1], max(exp_min, math.ceil(
+               math.log2(wmax / (WEIGHT_MAX * (1 << ACT_SHIFT) * q))))))
     target = torch.stack([weight * g for g in gain]) if gain else weight
     best = None
-    for exp in range(top, max(WEIGHT_EXP_RANGE[0], top - 2) - 1, -1):
+    for exp in range(top, max(exp_min, top - 2) - 1, -1):
         lsb = (1 << ACT_SHIFT) * q * 2.0**exp
         if gain:  # TSM: one integer weight set per SNN step
             parts = [even_round(weight * g, lsb) for g in gain]
@@ -95,46 +96,65 @@ def quantize_weight(weight: torch.Tensor, q: float, gain: tuple[float, ...] = ()
     return best[1], best[2], best[3]
 
 
+@dataclass(frozen=True)
+class NeuronChoice:
+    """The fixed point of one population: ``vth``, membrane LSB ``q``, ``bias_exp``."""
+
+    vth: int
+    q: float
+    bias_exp: int
+    range_thresholds: float
+    bias_clipped_expected: bool
+
+
+def choose_neuron(name: str, threshold: float, st: PopulationStats, wmaxes: list[float]
+                  ) -> NeuronChoice:
+    """``vth`` (a power of two), ``q`` and ``bias_exp`` of one population whose incoming weights
+    have the float magnitudes ``wmaxes`` (each must fit 254 << 7 membrane LSBs)."""
+    th = threshold
+    rng = max(1.0 + st.drive_max, st.v_max, -st.v_min, st.drive_max) * MARGIN
+    vth = min(VTH_MAX, math.floor(V_MAX / ((1 << VTH_SHIFT) * rng)))
+    # The largest weight must fit 254 * 64 * 2**7 membrane LSBs: bounds vth from above.
+    for wmax in wmaxes:
+        if wmax > 0:
+            vth = min(vth, math.floor(th * WEIGHT_MAX * 2 ** WEIGHT_EXP_RANGE[1] / wmax))
+    # The bias (13-bit mantissa << at most 7) is the tightest range on Loihi: the largest
+    # bias current must fit 4095 << 7 membrane LSBs, which also bounds vth.
+    if st.bias_max > 0:
+        vth = min(vth, math.floor(BIAS_MAX * 2**BIAS_EXP_MAX
+                                  / ((1 << VTH_SHIFT) * st.bias_max)))
+    # A power of two: every population's membrane LSB is then threshold * 2**-k, so equal
+    # float weights reaching different populations (the identity residual path) quantize
+    # to equal integers, which the simulator computes once. Costs < 1 bit of v resolution.
+    vth = 2 ** math.floor(math.log2(vth)) if vth >= 1 else 0
+    if vth < 1:
+        raise ConfigError(f"population {name}: weights too large for 8-bit weights "
+                          f"with weight_exp <= {WEIGHT_EXP_RANGE[1]}.")
+    q = th / ((1 << VTH_SHIFT) * vth)
+    bias_lsb = st.bias_max * th / q
+    bias_exp = min(BIAS_EXP_MAX, max(0, math.ceil(math.log2(max(bias_lsb, 1) / BIAS_MAX))))
+    return NeuronChoice(vth, q, bias_exp, rng, bias_lsb > BIAS_MAX * 2**BIAS_EXP_MAX)
+
+
 def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGraph:
     """Integer parameters for every population and projection (host projections stay float)."""
     pops, projs, report = [], list(graph.projections), {}
     for pop in graph.populations:
-        st = stats[pop.name]
-        th = pop.threshold
-        rng = max(1.0 + st.drive_max, st.v_max, -st.v_min, st.drive_max) * MARGIN
-        vth = min(VTH_MAX, math.floor(V_MAX / ((1 << VTH_SHIFT) * rng)))
         incoming = [i for i, p in enumerate(projs) if p.dst == pop.name]
-        # The largest weight must fit 254 * 64 * 2**7 membrane LSBs: bounds vth from above.
-        for i in incoming:
-            p = projs[i]
-            wmax = float(p.weight.abs().max()) * max(map(abs, p.gain or (1.0,)))
-            if wmax > 0:
-                vth = min(vth, math.floor(th * WEIGHT_MAX * 2 ** WEIGHT_EXP_RANGE[1] / wmax))
-        # The bias (13-bit mantissa << at most 7) is the tightest range on Loihi: the largest
-        # bias current must fit 4095 << 7 membrane LSBs, which also bounds vth.
-        if st.bias_max > 0:
-            vth = min(vth, math.floor(BIAS_MAX * 2**BIAS_EXP_MAX
-                                      / ((1 << VTH_SHIFT) * st.bias_max)))
-        # A power of two: every population's membrane LSB is then threshold * 2**-k, so equal
-        # float weights reaching different populations (the identity residual path) quantize
-        # to equal integers, which the simulator computes once. Costs < 1 bit of v resolution.
-        vth = 2 ** math.floor(math.log2(vth)) if vth >= 1 else 0
-        if vth < 1:
-            raise ConfigError(f"population {pop.name}: weights too large for 8-bit weights "
-                              f"with weight_exp <= {WEIGHT_EXP_RANGE[1]}.")
-        q = th / ((1 << VTH_SHIFT) * vth)
-        bias_lsb = st.bias_max * th / q
-        bias_exp = min(BIAS_EXP_MAX, max(0, math.ceil(math.log2(max(bias_lsb, 1) / BIAS_MAX))))
+        wmaxes = [float(projs[i].weight.abs().max()) * max(map(abs, projs[i].gain or (1.0,)))
+                  for i in incoming]
+        n = choose_neuron(pop.name, pop.threshold, stats[pop.name], wmaxes)
         clipped_w = 0
         for i in incoming:
             p = projs[i]
-            w_int, exp, clipped = quantize_weight(p.weight, q, p.gain)
+            w_int, exp, clipped = quantize_weight(p.weight, n.q, p.gain)
             clipped_w += clipped
             projs[i] = dataclasses.replace(p, weight_int=w_int, weight_exp=exp)
-        pops.append(dataclasses.replace(pop, scale=q, lif=NeuronParams(vth=vth,
-                                                                      bias_exp=bias_exp)))
-        report[pop.name] = {"vth": vth, "scale": q, "bias_exp": bias_exp,
-                            "range_thresholds": rng, "weights_clipped": clipped_w,
-                            "bias_clipped_expected": bias_lsb > BIAS_MAX * 2**BIAS_EXP_MAX}
+        pops.append(dataclasses.replace(pop, scale=n.q, lif=NeuronParams(vth=n.vth,
+                                                                        bias_exp=n.bias_exp)))
+        report[pop.name] = {"vth": n.vth, "scale": n.q, "bias_exp": n.bias_exp,
+                            "range_thresholds": n.range_thresholds,
+                            "weights_clipped": clipped_w,
+                            "bias_clipped_expected": n.bias_clipped_expected}
     meta = {**graph.meta, "quantization": report}
     return graph.replace(populations=tuple(pops), projections=tuple(projs), meta=meta)

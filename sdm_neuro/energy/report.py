@@ -1,6 +1,7 @@
 """The energy report: per-layer activity, both energy models per profile, the ANN baseline,
 NeuroBench-named metrics and the constraint summary; as a dict (JSON), a terminal table and PNG
-charts."""
+charts. The composed mapping's keys sit at the top level; both mappings side by side (composed
+and graded, :mod:`.mappings`) under ``mappings``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from ..ir.connectivity import fan_in
 from ..ir.graph import HOST, DeployGraph
 from ..hardware_profiles.constraints import check
 from ..hardware_profiles.profile import Profile
+from ..ir.graded import GradedGraph
 from ..models.unet import SpikingUNet
 from .activity import Activity
+from .mappings import GradedMeasurement
 from .model import (
     CONVENTION_MAC_PJ,
     ann_baseline,
@@ -29,8 +32,11 @@ def neurobench(ops: list[LayerOps], model: SpikingUNet, graph: DeployGraph) -> d
     ops, activation sparsity over the layers' inputs, footprint (bytes)."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    deployed = sum((p.weight_int.numel() if p.weight_int is not None else 0)
-                   for p in graph.projections if p.dst != HOST)  # one byte per 8-bit weight
+    if getattr(graph, "mapping", "composed") == "graded":  # shared kernels, stored once
+        deployed = sum(c.weight_int.numel() for c in graph.connections if c.kind == "conv")
+    else:  # one byte per 8-bit weight
+        deployed = sum((p.weight_int.numel() if p.weight_int is not None else 0)
+                       for p in graph.projections if p.dst != HOST)
     zeros = sum(o.input_zeros for o in ops)
     size = sum(o.input_size for o in ops)
     return {
@@ -60,10 +66,32 @@ def layer_rows(graph: DeployGraph, activity: Activity) -> list[dict]:
     return rows
 
 
-def build_report(model: SpikingUNet, graph: DeployGraph, ops: list[LayerOps],
-                 activity: Activity, profiles: list[Profile], *, calls: int, sampler: str,
-                 steps: int, checkpoint: str) -> dict:
+def common_report(model: SpikingUNet, graph, ops: list[LayerOps], *, calls: int,
+                  sampler: str, steps: int, checkpoint: str) -> dict:
+    """What does not depend on a mapping's activity: the papers' convention, the ANN baseline,
+    NeuroBench metrics (``graph``: either mapping's, for the deployed footprint)."""
     conv = convention_energy(ops)
+    ann_pj = ann_baseline(ops, CONVENTION_MAC_PJ)
+    return {
+        "checkpoint": checkpoint, "sampler": sampler, "steps": steps,
+        "calls_per_image": calls,
+        "unit_note": "per image; 'per call' = one denoising call (all SNN steps)",
+        "papers_convention": {**conv.to_dict(calls),
+                              "counted_on": "the PyTorch model's layers (not the deployed "
+                                            "graph's composed projections)"},
+        "ann_baseline_45nm_fp32": {"macs_per_call": sum(o.dense_per_row for o in ops),
+                                   "per_call_mj": ann_pj * 1e-9,
+                                   "per_image_mj": ann_pj * calls * 1e-9,
+                                   "model": "the same U-Net without spikes: every layer's "
+                                            "dense MACs once per call x 4.6 pJ"},
+        "neurobench": neurobench(ops, model, graph),
+    }
+
+
+def composed_report(graph: DeployGraph, ops: list[LayerOps], activity: Activity,
+                    profiles: list[Profile], *, calls: int) -> dict:
+    """The composed mapping's keys, at the top level of the report (where they were before the
+    graded mapping)."""
     per_profile = {}
     for prof in profiles:
         placement = check(graph, prof)
@@ -78,11 +106,8 @@ def build_report(model: SpikingUNet, graph: DeployGraph, ops: list[LayerOps],
             "derived_figures": {k: f.derivation for k, f in prof.sources() if f.derivation},
             "constraints": placement.to_dict(),
             "per_population_pj": population_energy(prof, activity, graph)}
-    ann_pj = ann_baseline(ops, CONVENTION_MAC_PJ)
     return {
-        "checkpoint": checkpoint, "sampler": sampler, "steps": steps,
-        "calls_per_image": calls, "activity_source": activity.source,
-        "unit_note": "per image; 'per call' = one denoising call (all SNN steps)",
+        "activity_source": activity.source,
         "layers": layer_rows(graph, activity),
         "by_t": list(activity.by_t),
         "totals_per_call": {"spikes": sum(activity.spikes.values()),
@@ -93,17 +118,17 @@ def build_report(model: SpikingUNet, graph: DeployGraph, ops: list[LayerOps],
                              "synaptic_ops": sum(activity.synops.values()) * calls,
                              "neuron_updates": activity.neuron_updates * calls,
                              "host_macs": activity.host_macs * calls},
-        "papers_convention": {**conv.to_dict(calls),
-                              "counted_on": "the PyTorch model's layers (not the deployed "
-                                            "graph's composed projections)"},
-        "ann_baseline_45nm_fp32": {"macs_per_call": sum(o.dense_per_row for o in ops),
-                                   "per_call_mj": ann_pj * 1e-9,
-                                   "per_image_mj": ann_pj * calls * 1e-9,
-                                   "model": "the same U-Net without spikes: every layer's "
-                                            "dense MACs once per call x 4.6 pJ"},
-        "neurobench": neurobench(ops, model, graph),
         "profiles": per_profile,
     }
+
+
+def build_report(model: SpikingUNet, graph: DeployGraph, ops: list[LayerOps],
+                 activity: Activity, profiles: list[Profile], *, calls: int, sampler: str,
+                 steps: int, checkpoint: str) -> dict:
+    """The composed mapping's report (no ``mappings`` section)."""
+    return {**common_report(model, graph, ops, calls=calls, sampler=sampler, steps=steps,
+                            checkpoint=checkpoint),
+            **composed_report(graph, ops, activity, profiles, calls=calls)}
 
 
 def _fmt(x: float) -> str:
@@ -117,11 +142,21 @@ def _fmt(x: float) -> str:
 
 def print_report(report: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
+    if "layers" in report:  # the composed mapping was measured
+        _print_composed(report, console)
+    if "mappings" in report:
+        from .mappings import print_mappings
+
+        print_mappings(report, console)
+
+
+def _print_composed(report: dict, console) -> None:
+    from rich.table import Table
+
     calls = report["calls_per_image"]
     t = Table(title=f"activity per image per call ({report['activity_source']})",
               title_justify="left")
@@ -166,6 +201,12 @@ def save_charts(report: dict, out: Path, main_profile: str) -> list[Path]:
     from matplotlib import pyplot as plt
 
     paths = []
+    if "mappings" in report:
+        from .mappings import chart_mappings
+
+        paths.append(chart_mappings(report, out))
+    if "layers" not in report:  # the charts below are of the composed mapping's activity
+        return paths
     pops = [r["population"] for r in report["layers"]]
     per_pop = report["profiles"][main_profile]["per_population_pj"]
     comps = list(next(iter(per_pop.values())))
@@ -224,29 +265,59 @@ def save_charts(report: dict, out: Path, main_profile: str) -> list[Path]:
     return paths
 
 
-def energy_report(model: SpikingUNet, graph: DeployGraph, images: torch.Tensor,
+def energy_report(model: SpikingUNet, graph: DeployGraph | None, images: torch.Tensor,
                   profiles: list[Profile], *, sampler: str = "ddpm", steps: int = 1000,
                   calls: int = 8, batch: int = 16, seed: int = 0,
                   activity: Activity | None = None, checkpoint: str = "",
-                  progress: bool = False) -> dict:
-    """Measure activity (unless given, e.g. from ``simulate.json``), count the model's layer ops
-    at the same t values, and build the report dict. ``images``: training images in [-1, 1]
-    (noised to each measured t)."""
+                  progress: bool = False, graded: GradedGraph | None = None,
+                  graded_activity: GradedMeasurement | None = None) -> dict:
+    """Measure activity (unless given, e.g. from ``simulate.json``) of the composed ``graph``
+    and of the ``graded`` graph, whichever are given, on the same noised images and t; count the
+    model's layer ops at those t, and build the report dict: the composed mapping's keys at the
+    top level (when ``graph`` is given) and both mappings side by side under ``mappings``.
+    ``images``: training images in [-1, 1] (noised to each measured t)."""
     from ..diffusion import LinearSchedule
     from ..diffusion.samplers import model_call_steps
     from .activity import check_activity, measure_activity, noised_batch, trajectory_steps
+    from .mappings import (
+        check_graded_activity,
+        composed_section,
+        graded_section,
+        mappings_section,
+        measure_graded_activity,
+    )
     from .ops import mean_ops, model_ops
 
-    if activity is not None:
+    if graph is None and graded is None:
+        raise ValueError("energy_report needs a composed or a graded graph")
+    cfg = (graph if graph is not None else graded).config
+    if activity is not None and graph is not None:
         check_activity(activity, graph)
-    ts = trajectory_steps(sampler, graph.config.diffusion_steps, steps, calls)
-    if activity is None:
+    if graded_activity is not None and graded is not None:
+        check_graded_activity(graded_activity, graded)
+    ts = trajectory_steps(sampler, cfg.diffusion_steps, steps, calls)
+    if graph is not None and activity is None:
         activity = measure_activity(graph, images, ts, batch=batch, seed=seed, progress=progress)
-    sch = LinearSchedule(num_steps=graph.config.diffusion_steps)
+    if graded is not None and graded_activity is None:  # same seed: same images, noise and t
+        graded_activity = measure_graded_activity(graded, images, ts, batch=batch, seed=seed,
+                                                  progress=progress)
+    sch = LinearSchedule(num_steps=cfg.diffusion_steps)
     gen = torch.Generator().manual_seed(seed + 1)
     runs = []
     for t in ts:
         runs.append(model_ops(model, *noised_batch(images, t, 4, gen, sch)))
-    n_calls = len(model_call_steps(sampler, graph.config.diffusion_steps, steps))
-    return build_report(model, graph, mean_ops(runs), activity, profiles, calls=n_calls,
-                        sampler=sampler, steps=steps, checkpoint=checkpoint)
+    ops = mean_ops(runs)
+    n_calls = len(model_call_steps(sampler, cfg.diffusion_steps, steps))
+    report = common_report(model, graph if graph is not None else graded, ops, calls=n_calls,
+                           sampler=sampler, steps=steps, checkpoint=checkpoint)
+    nb = report["neurobench"]["effective_synaptic_operations"]
+    sections = {}
+    if graph is not None:
+        report.update(composed_report(graph, ops, activity, profiles, calls=n_calls))
+        sections["composed"] = composed_section(activity, report["profiles"], calls=n_calls,
+                                                pytorch_acs=nb["ACs"])
+    if graded is not None:
+        sections["graded"] = graded_section(graded, graded_activity, profiles, calls=n_calls,
+                                            pytorch_acs=nb["ACs"], pytorch_macs=nb["MACs"])
+    report["mappings"] = mappings_section(sections, nb["ACs"], nb["MACs"])
+    return report

@@ -113,6 +113,10 @@ class DeployGraph:
     def inputs(self, dst: str) -> list[Projection]:
         return [p for p in self.projections if p.dst == dst]
 
+    def nodes(self) -> list[Population]:
+        """Everything that runs a window (the populations; the graded graph adds relays)."""
+        return list(self.populations)
+
     @property
     def quantized(self) -> bool:
         return all(p.lif is not None for p in self.populations)
@@ -186,14 +190,15 @@ def latency(proj: Projection) -> int:
     return 2 if relayed(proj) else 1
 
 
-def is_scheduled(graph: DeployGraph) -> bool:
-    """Whether the schedule pass gave the graph its offsets and delays."""
-    return any(p.offset for p in graph.populations)
+def is_scheduled(graph) -> bool:
+    """Whether the schedule pass gave the graph (either mapping) its offsets and delays."""
+    return any(n.offset for n in graph.nodes())
 
 
-def call_length(graph: DeployGraph) -> int:
-    """Time steps of one denoising call on a scheduled graph: the last window's end."""
-    return max(p.offset for p in graph.populations) + graph.config.snn_steps
+def call_length(graph) -> int:
+    """Time steps of one denoising call on a scheduled graph (either mapping): the last window's
+    end."""
+    return max(n.offset for n in graph.nodes()) + graph.config.snn_steps
 
 
 

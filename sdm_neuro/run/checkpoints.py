@@ -102,12 +102,25 @@ def load(options: ModelOptions):
     return model, ckpt
 
 
-def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None):
+def check_mapping(mapping: str) -> None:
+    from ..ir.graded import MAPPINGS
+
+    if mapping not in MAPPINGS:
+        raise UsageError(f"unknown mapping {mapping!r} (one of {', '.join(MAPPINGS)}).")
+
+
+def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None,
+           mapping: str = "composed"):
     """(model, checkpoint, dataset, training set, graph): the checkpoint (with the threshold
     scale), its dataset's training images and the quantized deployment graph calibrated on
-    them. ``sampling``: (sampler, steps) to check against the model before the calibration."""
+    them: a :class:`~sdm_neuro.ir.graph.DeployGraph` (``mapping`` "composed") or a
+    :class:`~sdm_neuro.ir.graded.GradedGraph` ("graded"). ``sampling``: (sampler, steps) to
+    check against the model before the calibration."""
     from ..compiler.pipeline import build_integer_graph, calibration_inputs
+    from ..compiler.quantize_graded import build_graded_graph
     from ..data import load_dataset
+
+    check_mapping(mapping)
 
     model, ckpt = load(options)
     if sampling is not None:
@@ -119,7 +132,8 @@ def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None):
                          "on; pass --dataset (its training images calibrate the quantization).")
     train = load_dataset(dataset, split="train", data_dir=options.data_dir,
                          img_size=ckpt.config.img_size)
-    graph = build_integer_graph(model, calibration_inputs(train.images, seed=options.seed))
+    build = build_graded_graph if mapping == "graded" else build_integer_graph
+    graph = build(model, calibration_inputs(train.images, seed=options.seed))
     return model, ckpt, dataset, train, graph
 
 
@@ -128,12 +142,14 @@ def from_bundle(options: ModelOptions):
     comes from the bundle alone; the float model, for the comparison, from the checkpoint
     given, else from the one the manifest names if it is still there, unchanged."""
     from ..checkpoint import load_model
-    from ..export.bundle import read_bundle
+    from ..export.bundle import bundle_format, read_bundle
+    from ..export.graded_bundle import GRADED_BUNDLE_FORMAT, read_graded_bundle
 
     if options.threshold_scale is not None:
         raise UsageError("--threshold-scale: a bundle's thresholds were fixed at export; "
                          "export again with --threshold-scale.")
-    graph, manifest = read_bundle(options.bundle)
+    graded = bundle_format(options.bundle) == GRADED_BUNDLE_FORMAT
+    graph, manifest = (read_graded_bundle if graded else read_bundle)(options.bundle)
     src = manifest.get("checkpoint") or {}
     path = options.checkpoint
     if path is None and src.get("path") and Path(src["path"]).is_file() \

@@ -22,12 +22,12 @@ class EnergyReportResult:
     out: Path
     report: dict[str, Any]
     main_profile: str
+    charts: tuple[str, ...] = ()    # the PNG files written in ``out``
 
     def summary_lines(self) -> list[str]:
         """The files written (the report itself prints as tables:
         :func:`sdm_neuro.energy.report.print_report`)."""
-        return [f"wrote {self.out}/energy.json, energy_per_layer.png, firing_rate.png, "
-                "energy_per_image.png"]
+        return [f"wrote {self.out}/energy.json, {', '.join(self.charts)}"]
 
 
 def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto",
@@ -38,25 +38,32 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
                   threshold_scale: float | None = None, dataset: str | None = None,
                   data_dir: str | Path | None = None, threads: int | None = None,
                   out: str | Path = "out/energy", force: bool = False, quiet: bool = False,
-                  notify: Notify | None = None) -> EnergyReportResult:
+                  mapping: str = "both", notify: Notify | None = None) -> EnergyReportResult:
     """Quantize the model as simulate does, measure its activity with the integer simulator on
     --calls denoising calls spread over the reverse process (or read it from simulate.json), and
     report per layer: neurons, fan-in, firing rate, synaptic operations, neuron updates, host
     MACs; energy by the papers' convention and by a fuller per-profile model; the ANN baseline;
-    NeuroBench metrics; and whether the network fits each profile. Writes energy.json and PNG
-    charts.
+    NeuroBench metrics; and whether the network fits each profile. --mapping both (the
+    default) reports the composed and the graded Loihi 2 mappings side by side, measured on the
+    same noised images. Writes energy.json and PNG charts.
 
     The model is ``checkpoint`` (default: the shipped one), or ``bundle``'s network with the float
     model of its checkpoint; ``stats`` is a simulate.json; ``profile`` names or TOML files
-    (default: every shipped profile); ``out`` is replaced with ``force``. (The first paragraph
-    is the command's ``--help`` description.)"""
+    (default: every shipped profile); ``out`` is replaced with ``force``; ``mapping``
+    "composed", "graded" or "both". ``stats`` stands for the activity of the mapping its run
+    simulated (its ``mapping`` key, composed when absent); another mapping is measured. (The
+    first paragraph is the command's ``--help`` description.)"""
+    from ..compiler.pipeline import build_integer_graph, calibration_inputs
+    from ..compiler.quantize_graded import build_graded_graph
+    from ..energy.mappings import selected
+    from .simulation import read_simulate_stats
     from ..energy.report import energy_report as build_report
     from ..energy.report import save_charts
     from ..fileio import atomic_dir, write_json
     from ..hardware_profiles.profile import get_profile, shipped_profiles
-    from .simulation import read_simulate_report
 
     out = Path(out)
+    mappings = selected(mapping)
     check_outputs("energy-report", out=out, force=force)
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, as_path(bundle), notify)
@@ -68,7 +75,10 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     if isinstance(profile, str | Path):
         profile = [profile]
     profiles = [get_profile(p) for p in (profile or shipped_profiles())]
-    activity = read_simulate_report(stats) if stats is not None else None
+    stats_mapping, activity = read_simulate_stats(stats) if stats is not None else (None, None)
+    if stats_mapping is not None and stats_mapping not in mappings:
+        raise UsageError(f"{stats}: the statistics are of the {stats_mapping} mapping, which "
+                         f"--mapping {mapping} does not report.")
     chain = activity.chain if activity is not None else None
     sampler = sampler or (chain[0] if chain else "ddpm")
     steps = steps if steps is not None else (chain[1] if chain else 1000)
@@ -84,16 +94,29 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
                              "--bundle DIR.")
         train = load_dataset(dataset, split="train", data_dir=opts.data_dir,
                              img_size=graph.config.img_size)
+        own = getattr(graph, "mapping", "composed")
+        graphs = {own: graph} if own in mappings else {}
     else:
-        model, ckpt, _, train, graph = deploy(opts, (sampler, steps))
+        model, ckpt, _, train, graph = deploy(opts, (sampler, steps), mapping=mappings[0])
         ckpt_path = ckpt.path
-    report = build_report(model, graph, train.images, profiles, sampler=sampler, steps=steps,
-                          calls=calls, batch=batch, seed=seed, activity=activity,
+        graphs = {mappings[0]: graph}
+    for m in mappings:  # the other mapping: built as deploy builds it, on the same calibration
+        if m not in graphs:
+            build = build_graded_graph if m == "graded" else build_integer_graph
+            graphs[m] = build(model, calibration_inputs(train.images, seed=opts.seed))
+            if opts.bundle is not None:
+                opts.note(f"{opts.bundle}: the {m} mapping is not the bundle's; it is built from "
+                          f"the checkpoint {ckpt_path}.")
+    report = build_report(model, graphs.get("composed"), train.images, profiles,
+                          sampler=sampler, steps=steps, calls=calls, batch=batch, seed=seed,
+                          activity=activity if stats_mapping == "composed" else None,
+                          graded=graphs.get("graded"),
+                          graded_activity=activity if stats_mapping == "graded" else None,
                           checkpoint=str(ckpt_path), progress=not quiet)
     report = {"tool": f"sdm-neuro {__version__}",
               "bundle": None if opts.bundle is None else str(opts.bundle), **report}
-    main_profile = "loihi2" if "loihi2" in report["profiles"] else profiles[0].name
+    main_profile = "loihi2" if "loihi2" in [p.name for p in profiles] else profiles[0].name
     with atomic_dir(out, force=force) as tmp:
         write_json(tmp / "energy.json", report)
-        save_charts(report, tmp, main_profile)
-    return EnergyReportResult(out, report, main_profile)
+        charts = save_charts(report, tmp, main_profile)
+    return EnergyReportResult(out, report, main_profile, tuple(p.name for p in charts))

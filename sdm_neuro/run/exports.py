@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import ExportError, UsageError
 from ..fileio import sha256_file
 from .checkpoints import ModelOptions, Notify, apply_threshold_scale, as_path, deploy, load
-from .checkpoints import or_one, set_threads
+from .checkpoints import check_mapping, or_one, set_threads
 from .outputs import check_outputs
 
 
@@ -35,6 +35,8 @@ class ExportResult:
     seconds: float | None = None
     layers: int | None = None
     spike_input: bool | None = None
+    mapping: str = "composed"
+    comparison: dict[str, Any] | None = None
 
     def summary_lines(self) -> list[str]:
         """What was written (the constraint check's lines come from ``placement``)."""
@@ -48,7 +50,31 @@ class ExportResult:
                     f"({self.layers} layers, input {'spikes' if self.spike_input else 'current'})"]
         files = ", ".join(f"{n} ({v['bytes'] / 1e6:.1f} MB)"
                           for n, v in self.manifest["files"].items())
-        return [f"wrote {self.out}: manifest.json, {files} in {self.seconds:.1f} s"]
+        lines = [f"wrote {self.out}: manifest.json, {files} in {self.seconds:.1f} s"]
+        return lines + (comparison_lines(self.comparison, self.profile.name, self.mapping)
+                        if self.comparison else [])
+
+
+def comparison_lines(comparison: dict[str, dict], profile: str, mapping: str) -> list[str]:
+    """Both mappings side by side on ``profile`` (:func:`mapping_figures`)."""
+    def num(v) -> str:
+        return "-" if v is None else f"{v:,}"
+
+    lines = [f"mappings on {profile} (this bundle: {mapping}):",
+             f"  {'mapping':<9} {'cores':>8} {'chips':>6} {'synapses stored':>16} "
+             f"{'synaptic memory':>16}  bundle"]
+    for name, f in comparison.items():
+        if "error" in f:
+            lines.append(f"  {name:<9} not computed: {f['error']}")
+            continue
+        mem = "-" if f["memory_bytes"] is None else (
+            f"{f['memory_bytes'] / 2**20:,.1f} MiB" if f["memory_bytes"] >= 2**20 else
+            f"{f['memory_bytes'] / 2**10:,.1f} KiB")
+        size = f"{f['bundle_bytes'] / 1e6:.1f} MB" if f.get("bundle_bytes") else "-"
+        lines.append(f"  {name:<9} {num(f['cores']):>8} {num(f['chips']):>6} "
+                     f"{num(f['synapses']):>16} {mem:>16}  {size}"
+                     + ("" if f["fits"] else f"  ({f['violations']} violation(s))"))
+    return lines
 
 
 def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
@@ -57,8 +83,9 @@ def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
            threshold_scale: float | None = None, dataset: str | None = None,
            data_dir: str | Path | None = None, seed: int = 0, input: str | Path | None = None,
            time_steps: int = 32, rate: float = 0.2, dt: float | None = None, num: int = 16,
-           threads: int | None = None, out: str | Path = "out/export", force: bool = False,
-           quiet: bool = False, notify: Notify | None = None) -> ExportResult:
+           mapping: str = "composed", threads: int | None = None,
+           out: str | Path = "out/export", force: bool = False, quiet: bool = False,
+           notify: Notify | None = None) -> ExportResult:
     """Write an export bundle, a directory: manifest.json (tool and format versions, checkpoint
     SHA-256, model config, quantization, profile, passes, timing, constraint check), network.nir
     (the quantized spiking network; integer parameters in documented metadata) and host.npz
@@ -66,17 +93,28 @@ def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
     --profile (default loihi2); for --target loihi2 or an explicit --profile a violation is an
     error (exit code 8) unless --allow-violations. TSM models run on Lava through time-gated
     relays. --target onnx writes the float denoiser, checked against PyTorch with onnxruntime.
+    --mapping graded writes the graded Loihi 2 mapping instead (shared conv kernels, graded-spike
+    relays; not for TSM models), checked with the graded placement; a profile that cannot run
+    it (no graded spikes or shared kernels) is refused (exit code 8, even with
+    --allow-violations). The summary shows both mappings on the profile side by side.
 
     The model is ``checkpoint`` (default: the shipped one); a ``.nir`` checkpoint is a
     feed-forward SNN, calibrated on ``input`` or ``num`` random spike samples, whose bundle
     holds its lava-dl netx HDF5 for target loihi2. A violation is a
     :class:`~sdm_neuro.errors.ConstraintError`; ``out`` is replaced with ``force``. (The first
     paragraph is the command's ``--help`` description.)"""
+    check_mapping(mapping)
     out = Path(out)
     check_outputs("export", out=out, force=force)
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, None, notify)
     set_threads(threads)
+    if mapping == "graded" and (opts.is_nir or target == "onnx"):
+        raise UsageError(f"--mapping graded maps a U-Net denoiser to Loihi 2 (target loihi2 or "
+                         f"nir); {'a NIR graph' if opts.is_nir else '--target onnx'} has no "
+                         "mapping.")
+    if mapping == "graded":
+        return _export_graded(opts, target, profile, allow_violations, out, force)
     if opts.is_nir:
         return _export_feedforward(opts, target, profile, allow_violations, out, force,
                                    input=as_path(input), time_steps=time_steps, num=num,
@@ -233,3 +271,99 @@ def _export_bundle(opts: ModelOptions, target: str, profile: str | None, allow_v
         manifest = write_bundle(graph, tmp, manifest)
     return ExportResult("unet", target, out, manifest, prof, placement,
                         seconds=time.perf_counter() - t0)
+
+
+# -- the graded mapping ------------------------------------------------------------------------
+
+def mapping_figures(placement, synapses: int, memory_bytes: int | None) -> dict[str, Any]:
+    """One mapping's figures on a profile, for the side-by-side summary and the manifest."""
+    return {"cores": placement.total_cores, "chips": placement.chips, "synapses": synapses,
+            "memory_bytes": memory_bytes, "fits": placement.fits,
+            "violations": len(placement.violations)}
+
+
+def composed_figures(model, train, seed: int, profile) -> dict[str, Any]:
+    """The composed mapping of the same model on ``profile``: its placement, stored synapses
+    and their memory at the profile's weight precision (the composed cost model's rule)."""
+    from ..compiler.pipeline import build_integer_graph, calibration_inputs
+    from ..compiler.schedule import schedule
+    from ..errors import SdmNeuroError
+    from ..hardware_profiles.constraints import NEEDED_WEIGHT_BITS, check
+    from ..ir.connectivity import stored_synapses
+    from ..ir.graph import HOST
+
+    try:
+        graph = schedule(build_integer_graph(model, calibration_inputs(train.images, seed=seed)))
+    except SdmNeuroError as e:  # the graded bundle does not need it: say why it is missing
+        return {"error": str(e)}
+    shapes = {p.name: p.shape for p in graph.populations}
+    synapses = sum(stored_synapses(p, shapes[p.src]) for p in graph.projections if p.dst != HOST)
+    bits = profile.limits["weight_bits"].value if "weight_bits" in profile.limits else \
+        NEEDED_WEIGHT_BITS
+    return mapping_figures(check(graph, profile), synapses, synapses * bits // 8)
+
+
+def graded_manifest(target: str, ckpt, dataset: str, graph, threshold_scale: float | None,
+                    seed: int, profile, placement, comparison: dict) -> dict[str, Any]:
+    """The manifest of a graded bundle, before
+    :func:`~sdm_neuro.export.graded_bundle.write_graded_bundle` adds the format, the files and
+    the network's description."""
+    import torch
+
+    from ..compiler.pipeline import CALIBRATION
+
+    nodes = graph.nodes()
+    return {
+        "target": target, "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
+        "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "kind": ckpt.kind,
+                       "weights": ckpt.weights},
+        "dataset": dataset, "model_config": graph.config.to_dict(),
+        "quantization": {"threshold_scale": or_one(threshold_scale),
+                         "calibration": {"dataset": dataset, "seed": seed, **CALIBRATION,
+                                         "what": "training images noised at uniformly random t"},
+                         "payload_bits": graph.meta.get("payload_bits"),
+                         "nodes": graph.meta.get("quantization", {})},
+        "lowering_passes": ["lower_graded", "calibrate_graded", "quantize_graded",
+                            "schedule_graded"],
+        "timing": {"dt": "one Loihi 2 time step",
+                   "call_length": max(n.offset for n in nodes) + graph.config.snn_steps,
+                   "offsets": {n.name: n.offset for n in nodes},
+                   "reset": "LIFReset at each IF layer's window start; reset to zero; relays "
+                            "keep no state"},
+        "profile": {"name": profile.name, "path": str(profile.path)},
+        "constraints": placement.to_dict(), "mappings": comparison,
+    }
+
+
+def _export_graded(opts: ModelOptions, target: str, profile: str | None,
+                   allow_violations: bool, out: Path, force: bool) -> ExportResult:
+    from ..compiler.schedule_graded import schedule_graded
+    from ..errors import ConstraintError
+    from ..export.graded_bundle import bundle_bytes, write_graded_bundle
+    from ..hardware_profiles.graded import graded_placement, graded_support
+
+    prof = get_export_profile(profile)
+    why = graded_support(prof)  # before any work: no placement exists, so no override either
+    if why:
+        raise ConstraintError(f"{why}; export it with --mapping composed.")
+    t0 = time.perf_counter()
+    model, ckpt, dataset, train, graph = deploy(opts, mapping="graded")
+    graph = schedule_graded(graph)
+    if target == "loihi2":
+        from ..export.lava_graded import check_graded_deployable
+
+        check_graded_deployable(graph)
+    prof, placement = constraints(target, profile, allow_violations,
+                                  graded_placement(graph, prof), ckpt.path)
+    comparison = {"composed": composed_figures(model, train, opts.seed, prof),
+                  "graded": {**mapping_figures(placement,
+                                               sum(n.synapses for n in placement.nodes),
+                                               placement.memory_words * 8),
+                             "colocated_cores": placement.colocated_cores}}
+    manifest = write_graded_bundle(graph, out, graded_manifest(
+        target, ckpt, dataset, graph, opts.threshold_scale, opts.seed, prof, placement,
+        comparison), force=force)
+    comparison["graded"]["bundle_bytes"] = bundle_bytes(manifest)
+    return ExportResult("unet", target, out, manifest, prof, placement,
+                        seconds=time.perf_counter() - t0, mapping="graded",
+                        comparison=comparison)

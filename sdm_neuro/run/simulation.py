@@ -22,7 +22,9 @@ from .outputs import check_outputs
 # simulate.json. Layout 1 (U-Net): tool, checkpoint, bundle, mode, sampler, steps, num, batch,
 # seed, threshold_scale, seconds, graph, counters_per_call (neuron_updates, host_macs, synops,
 # synops_total, spikes_total, events), layers (per population: shape, neurons, offset, its
-# quantization, spikes_per_call, spike_rate, spike_agreement_with_float) and comparison. The file
+# quantization, spikes_per_call, spike_rate, spike_agreement_with_float) and comparison; mapping
+# ("composed" when absent). The graded mapping adds counters_per_call.payloads_total and, per
+# relay, a layer entry with "relay" (its kind), scale, payloads_per_call and payload_rate. The file
 # carries no version key: a report without one is layout 1. A feed-forward run writes its own
 # layout (tool, nir, bundle, sha256, the run's report, input_data), which the reader refuses.
 SIMULATE_REPORT = "simulate.json"
@@ -42,6 +44,14 @@ class SimulateResult:
     dataset: str
     seconds_integer: float
     seconds_float: float
+
+    def table(self):
+        """A rich table of the simulated graph with each layer's activity and agreement."""
+        from ..ir.graded import GradedGraph, graded_table
+        from ..ir.graph import graph_table
+
+        show = graded_table if isinstance(self.graph, GradedGraph) else graph_table
+        return show(self.graph, self.report["layers"])
 
     def summary_lines(self) -> list[str]:
         """Integer vs float (quality, PSNR), operations per call, timing, the files written."""
@@ -94,7 +104,8 @@ class FeedForwardSimulateResult:
 def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              snn_steps: int | None = None, img_size: int | None = None, sampler: str = "ddpm",
              steps: int = 1000, num: int = 16, batch: int = 16, seed: int = 0,
-             bundle: str | Path | None = None, mode: str = "ideal", compare_every: int = 10,
+             bundle: str | Path | None = None, mode: str = "ideal", mapping: str = "composed",
+             compare_every: int = 10,
              input: str | Path | None = None, time_steps: int = 32, rate: float = 0.2,
              dt: float | None = None, threshold_scale: float | None = None,
              dataset: str | None = None, data_dir: str | Path | None = None,
@@ -129,7 +140,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         model, ckpt_path, dataset, graph = from_bundle(opts)
         check_steps(sampler, steps, graph.config.diffusion_steps)
     else:
-        model, ckpt, dataset, _, graph = deploy(opts, (sampler, steps))
+        model, ckpt, dataset, _, graph = deploy(opts, (sampler, steps), mapping=mapping)
         ckpt_path = ckpt.path
     cfg = graph.config
     t_build = time.perf_counter() - t0
@@ -159,6 +170,13 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     calls = max(c.calls, 1)
     layers = {}
     qmeta = graph.meta["quantization"]
+    graded = getattr(graph, "mapping", "composed") == "graded"
+    for node in graph.relays if graded else ():
+        layers[node.name] = {
+            "relay": node.kind, "shape": list(node.shape), "neurons": node.neurons,
+            "offset": node.offset, **qmeta.get(node.name, {"scale": node.scale}),
+            "payloads_per_call": c.payloads[node.name] / calls,
+            "payload_rate": c.payloads[node.name] / calls / (node.neurons * cfg.snn_steps * batch)}
     for pop in graph.populations:
         agree = denoiser.agreement.get(pop.name, [])
         layers[pop.name] = {
@@ -170,16 +188,21 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     report = {
         "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt_path),
         "bundle": None if opts.bundle is None else str(opts.bundle), "mode": mode,
+        "mapping": "graded" if graded else "composed",
         "sampler": sampler, "steps": steps, "num": num, "batch": batch,
         "seed": seed, "threshold_scale": or_one(threshold_scale),
         "seconds": {"build": round(t_build, 2), "integer_sampling": round(t_int, 2),
                     "float_sampling": round(t_float, 2)},
-        "graph": {"populations": len(graph.populations), "projections": len(graph.projections)},
+        "graph": ({"populations": len(graph.populations), "relays": len(graph.relays),
+                   "connections": len(graph.connections)} if graded else
+                  {"populations": len(graph.populations), "projections": len(graph.projections)}),
         "counters_per_call": {"neuron_updates": c.neuron_updates / calls,
                               "host_macs": c.host_macs / calls,
                               "synops": {k: v / calls for k, v in c.synops.items()},
                               "synops_total": sum(c.synops.values()) / calls,
                               "spikes_total": sum(c.spikes.values()) / calls,
+                              **({"payloads_total": sum(c.payloads.values()) / calls}
+                                 if graded else {}),
                               "events": dict(c.events)},
         "layers": layers,
         "comparison": {"final_psnr_db": None if x_float is None else psnr(x_int, x_float),
@@ -298,3 +321,50 @@ def read_simulate_report(path: str | Path) -> Activity:
                     f"{path}: sdm-neuro simulate, {rep['sampler']} {steps} steps, "
                     f"{num} samples (every call of the chain)", (rep["sampler"], steps),
                     path=str(path))
+
+
+def read_simulate_stats(path: str | Path) -> tuple[str, Any]:
+    """(mapping, activity) of a ``simulate.json`` of either mapping: its ``mapping`` key (absent:
+    composed, the files written before the graded mapping) says which graph the counters are of;
+    a composed file gives :func:`read_simulate_report`'s Activity, a graded one a
+    :class:`~sdm_neuro.energy.mappings.GradedMeasurement`."""
+    from ..energy.graded import GradedActivity
+    from ..energy.mappings import GradedMeasurement
+    from ..ir.graded import MAPPINGS
+    from ..fileio import read_json_limited
+
+    path = Path(path)
+    rep = read_json_limited(path, what="a simulate.json written by sdm-neuro simulate",
+                            error=UsageError, max_bytes=STATS_MAX_BYTES)
+    mapping = rep.get("mapping", "composed") if isinstance(rep, dict) else "composed"
+    if mapping not in MAPPINGS:
+        raise _stats_error(path, "mapping", f"one of {', '.join(MAPPINGS)}", mapping)
+    if mapping == "composed":
+        return mapping, read_simulate_report(path)
+    # The graded layout: the composed one's keys, with relays among the layers (a "relay" key,
+    # payloads_per_call instead of spikes_per_call), so the composed reader cannot read it.
+    from ..diffusion.samplers import SAMPLERS
+
+    batch, steps = (int(_count(path, rep.get(k), k, integer=True, positive=True))
+                    for k in ("batch", "steps"))
+    if rep.get("sampler") not in SAMPLERS:
+        raise _stats_error(path, "sampler", f"one of {', '.join(SAMPLERS)}", rep.get("sampler"))
+    per_call = _object(path, rep, "counters_per_call")
+    spikes, payloads = {}, {}
+    for name, layer in _object(path, rep, "layers").items():
+        if not isinstance(layer, dict):
+            raise _stats_error(path, f"layers.{name}", "an object", layer)
+        key = "payloads_per_call" if "relay" in layer else "spikes_per_call"
+        (payloads if "relay" in layer else spikes)[name] = \
+            _count(path, layer.get(key), f"layers.{name}.{key}") / batch
+    synops = {}
+    for name, value in _object(path, per_call, "synops", "counters_per_call.synops").items():
+        if name.count("->") != 1 or not all(name.split("->")):
+            raise _stats_error(path, "counters_per_call.synops", 'keys "source->target"', name)
+        synops[name] = _count(path, value, f"counters_per_call.synops.{name}") / batch
+    updates, host = (_count(path, per_call.get(k), f"counters_per_call.{k}") / batch
+                     for k in ("neuron_updates", "host_macs"))
+    return mapping, GradedMeasurement(
+        GradedActivity(spikes, payloads, synops, updates, host), (),
+        f"{path}: sdm-neuro simulate (graded mapping), {rep['sampler']} {steps} steps, "
+        f"{rep.get('num')} samples (every call of the chain)", (rep["sampler"], steps), str(path))

@@ -38,6 +38,7 @@ def test_cli_export_writes_a_netx_file_lava_runs_exactly(make_feedforward, tmp_p
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_default_bundle_is_bit_exact(tmp_path, host_reference, assert_lava_bit_exact):
     """The default model's export bundle, built into Lava from the bundle alone."""
     from sdm_neuro.cli import main as cli

@@ -1,0 +1,184 @@
+"""Calibration and quantization of a graded graph to Loihi 2 / Lava fixed point.
+
+Units. Every scale is the common threshold times a power of two, so identities between units are
+exact shifts (weight 1, ``weight_exp`` k: ``floor(payload * 2**k)``):
+
+* an IF population: membrane LSB ``q = threshold / (64 vth)``, ``vth`` a power of two chosen as
+  in the composed quantizer (:func:`~sdm_neuro.compiler.quantize_graph.choose_neuron`), with every
+  incoming identity from a relay of scale r counted as a weight of 254 r (so its exponent
+  ``log2(r / 64 q)`` stays <= 7);
+* a relay: payload LSB ``r``, the finest that gives every incoming conv its 8-bit weight
+  with a non-negative exponent (Lava's Conv has no exponent; the backend passes
+  ``w << e``), coarsened when the calibrated range (with :data:`MARGIN`) would not fit the
+  payload width (24 bits on Loihi 2: every graded model in Lava declares precision 24) or when a
+  conv would need an exponent above 7. An upsample relay's payloads are spikes (scale 1).
+
+Rounding and saturation, in integers: conv weights round to the nearest even 8-bit mantissa
+(clipping counted per connection); identities floor (Sparse's arithmetic shift); IF biases
+round to 13-bit mantissas (clipping counted by the simulator as ``bias_clip``). Nothing on a
+relay saturates in Lava (GradedVec is int32; each Conv wraps its sum at 24 bits): the simulator
+counts ``conv_wrap`` and ``relay_overflow`` (a payload outside the profile's width) instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import torch
+
+from ..errors import ConfigError
+from ..ir.fixed_point import ACT_SHIFT, WEIGHT_EXP_MAX, WEIGHT_EXP_MIN, WEIGHT_MAX
+from ..ir.graded import Connection, GradedGraph
+from ..ir.graph import NeuronParams
+from ..models.unet import SpikingUNet
+from .lower_graded import lower_graded
+from .quantize_graph import MARGIN, PopulationStats, choose_neuron, quantize_weight
+
+PAYLOAD_BITS = 24  # Loihi 2's graded payload as Lava and Intel's code use it (reference, sec. 5)
+
+
+def calibrate_graded(graph: GradedGraph, inputs: list[tuple[torch.Tensor, torch.Tensor]]
+                     ) -> dict[str, PopulationStats | float]:
+    """Float ranges: per population :class:`PopulationStats` (in thresholds), per relay the
+    largest |payload part| (float units)."""
+    from ..simulators.graded_float import run_float_graded
+
+    acc: dict[str, list[float]] = {}
+    for x, t in inputs:
+        seen: dict[str, list[float]] = {}
+        run_float_graded(graph, x, t, observe=seen)
+        for k, v in seen.items():
+            old = acc.get(k)
+            acc[k] = v if old is None else (
+                [max(old[0], v[0])] if len(v) == 1 else
+                [max(old[0], v[0]), min(old[1], v[1]), max(old[2], v[2]), max(old[3], v[3])])
+    out: dict[str, PopulationStats | float] = {r.name: acc[r.name][0] for r in graph.relays}
+    tables = graph.host.temb_table
+    for pop in graph.populations:
+        v_max, v_min, drive, bias = acc[pop.name]
+        if pop.temb_block is not None:  # every t, not only the calibration ones
+            bias = max(bias, float(pop.bias.abs().max() + tables[pop.temb_block].abs().max()))
+        th = pop.threshold
+        out[pop.name] = PopulationStats(v_max / th, v_min / th, drive / th, bias / th)
+    return out
+
+
+def _pow2(x: float, th: float, up: bool) -> float:
+    """``th * 2**k`` nearest to ``x`` from above (``up``) or below."""
+    k = math.log2(x / th)
+    return th * 2.0 ** (math.ceil(k) if up else math.floor(k))
+
+
+def _shift(src_scale: float, dst_unit: float, where: str) -> int:
+    """The exponent k of an identity: ``2**k = src_scale / dst_unit`` (both th * 2**m)."""
+    k = round(math.log2(src_scale / dst_unit))
+    if not WEIGHT_EXP_MIN <= k <= WEIGHT_EXP_MAX:
+        raise ConfigError(f"{where}: identity needs weight_exp {k}, outside "
+                          f"[{WEIGHT_EXP_MIN}, {WEIGHT_EXP_MAX}] (scales {src_scale:g} and "
+                          f"{dst_unit:g}).")
+    return k
+
+
+def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float], *,
+                    payload_bits: int = PAYLOAD_BITS) -> GradedGraph:
+    """Integer parameters for every population, relay and connection."""
+    thresholds = {p.threshold for p in graph.populations}
+    if len(thresholds) != 1:
+        raise ConfigError("the graded mapping needs one threshold for every IF layer (its units "
+                          f"are that threshold times powers of two); got {sorted(thresholds)}.")
+    th = thresholds.pop()
+    payload_max = (1 << (payload_bits - 1)) - 1
+    scale: dict[str, float] = {}          # src -> float units of one output LSB (spike = 1)
+    conns = {id(c): c for c in graph.connections}
+    pops, relays, report = {}, {}, {}
+
+    def src_scale(c: Connection) -> float:
+        return scale[c.src]
+
+    def relay_unit(name: str) -> float:
+        """A relay's payload LSB (needs only its conv sources' scales and its readers')."""
+        if name in scale:
+            return scale[name]
+        node = graph.relay(name)
+        if node.binary:
+            scale[name] = 1.0
+            return 1.0
+        ins = graph.inputs(name)
+        convs = [c for c in ins if c.kind == "conv"]
+        unit = {c.src: 1.0 if not graph.is_relay(c.src) else relay_unit(c.src)
+                for c in (convs or ins)}
+        # The unit is set by the convs: the finest at which each conv's largest weight is a
+        # mantissa of 254 with an exponent >= 0. An identity adds a stream at that resolution
+        # (its finer bits floor away) and never refines it: refining by every input would make
+        # units finer at each block until payloads overflow.
+        natural = [float(c.weight.abs().max()) * unit[c.src] / WEIGHT_MAX for c in convs]
+        natural = [u for u in natural if u > 0] or [min(unit.values(), default=th)]
+        r = _pow2(min(natural), th, up=False)
+        # Coarser when: a conv would need an exponent above 7; the calibrated range would not
+        # fit the payload width; or a relay reading it through an identity would need a shift
+        # below -8 (finer bits it could never use).
+        floor_r = max([max(natural) / 2**WEIGHT_EXP_MAX, stats[name] * MARGIN / payload_max]
+                      + [relay_unit(c.dst) * 2.0**WEIGHT_EXP_MIN for c in graph.outputs(name)
+                         if c.kind == "identity" and graph.is_relay(c.dst)])
+        if r < floor_r:
+            r = _pow2(floor_r, th, up=True)
+        scale[name] = r
+        return r
+
+    for node in graph.nodes():
+        ins = graph.inputs(node.name)
+        if graph.is_relay(node.name):
+            if node.binary:
+                relays[node.name] = dataclasses.replace(node, scale=1.0)
+                continue
+            r = relay_unit(node.name)
+            scale[node.name] = r
+            clipped = 0
+            for c in ins:
+                if c.kind == "conv":
+                    w, e, n = quantize_weight(c.weight * src_scale(c), r / (1 << ACT_SHIFT),
+                                              exp_min=0)
+                    conns[id(c)] = dataclasses.replace(c, weight_int=w, weight_exp=e)
+                    clipped += n
+                else:
+                    conns[id(c)] = dataclasses.replace(
+                        c, weight_exp=_shift(src_scale(c), r, f"{c.src} -> {c.dst}"))
+            relays[node.name] = dataclasses.replace(node, scale=r)
+            report[node.name] = {"scale": r, "payload_max": stats[node.name] / r,
+                                 "weights_clipped": clipped}
+            continue
+        wmaxes = [float(c.weight.abs().max()) if c.kind == "conv"
+                  else WEIGHT_MAX * src_scale(c) for c in ins]
+        n = choose_neuron(node.name, node.threshold, stats[node.name], wmaxes)
+        unit = (1 << ACT_SHIFT) * n.q  # float value of one a_in unit
+        clipped = 0
+        for c in ins:
+            if c.kind == "conv":
+                w, e, k = quantize_weight(c.weight * src_scale(c), n.q, exp_min=0)
+                conns[id(c)] = dataclasses.replace(c, weight_int=w, weight_exp=e)
+                clipped += k
+            else:
+                conns[id(c)] = dataclasses.replace(
+                    c, weight_exp=_shift(src_scale(c), unit, f"{c.src} -> {c.dst}"))
+        scale[node.name] = 1.0
+        pops[node.name] = dataclasses.replace(node, scale=n.q, lif=NeuronParams(
+            vth=n.vth, bias_exp=n.bias_exp))
+        report[node.name] = {"vth": n.vth, "scale": n.q, "bias_exp": n.bias_exp,
+                             "range_thresholds": n.range_thresholds, "weights_clipped": clipped,
+                             "bias_clipped_expected": n.bias_clipped_expected}
+    meta = {**graph.meta, "quantization": report, "payload_bits": payload_bits}
+    return graph.replace(populations=tuple(pops[p.name] for p in graph.populations),
+                         relays=tuple(relays[r.name] for r in graph.relays),
+                         connections=tuple(conns[id(c)] for c in graph.connections), meta=meta)
+
+
+def build_graded_graph(model: SpikingUNet, calibration: list[tuple[torch.Tensor, torch.Tensor]],
+                       *, payload_bits: int = PAYLOAD_BITS) -> GradedGraph:
+    """Lower to the graded mapping (float64), calibrate on ``calibration`` and quantize. The
+    host decoder keeps the model's own float32 parameters."""
+    graph = lower_graded(copy.deepcopy(model).double())
+    tail = {k: v.float() for k, v in graph.host.tail.items()}
+    graph = graph.replace(host=dataclasses.replace(graph.host, tail=tail))
+    return quantize_graded(graph, calibrate_graded(graph, calibration), payload_bits=payload_bits)

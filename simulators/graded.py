@@ -1,0 +1,319 @@
+"""The bit-exact integer simulator of a quantized graded graph, in ideal and hardware timing.
+
+Arithmetic, as Lava's fixed-point models compute it (``../shared/reference/lava-graded-and-conv.md``):
+
+* a conv (Lava ``Conv``) sums ``(w << e) * input`` over its taps and wraps the sum at 24 bits,
+  ``((y + 2**23) mod 2**24) - 2**23`` (counted as ``conv_wrap``); its input is a population's
+  spikes (0/1) or a relay's payloads;
+* an identity (``Sparse``, weight 1) delivers ``floor(payload * 2**k)`` into its channel range;
+  an upsample fan-out copies each spike to its 2x2 block;
+* a relay (``GradedVec``, vth 0) sends the sum of its inputs, an int32 with no wrap (a payload
+  beyond the graph's payload width is counted as ``relay_overflow``);
+* an IF population is :mod:`.lif` (``PyLifModelBitAcc``) with the per-call bias mantissas.
+
+Convs run as float convs of the model's own shape, which is exact: every partial sum is an
+integer below 2**24 (float32) or 2**53 (float64), bounded by ``sum |w|`` over a target's taps
+times the largest input; a larger bound splits the payloads into 16-bit halves (each half's conv
+is exact in float64). So the graded simulator runs the model's convolutions, not unrolled matrices,
+and its cost is close to the float forward's.
+
+Hardware timing (:class:`GradedTimedSimulator`): every connection delivers the source's output
+of global step tau at ``tau + 1 + delay`` (Lava's one-step Conv / Sparse, DelaySparse's delay);
+relays and IF layers add no step. Each node runs its T_snn-step window from ``offset``
+(:func:`sdm_neuro.compiler.schedule_graded.schedule_graded`); IF layers are ``LIFReset`` with the
+reset at their window start. As in :mod:`.timed`, every input of a window comes from its
+sources' windows, so the windows compute what the ideal mode does (tested, and against Lava).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from ..errors import ConfigError
+from ..ir.connectivity import fan_out
+from ..ir.fixed_point import NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU, STATE_BITS
+from ..ir.graded import Connection, GradedGraph
+from ..ir.graph import Projection, call_length, is_scheduled
+from ..ir.host import decoder_tail, per_call_bias, pixel_current
+from .integer import FLOAT32_EXACT, Counters, bias_mantissa
+from .lif import LifParams, LifState, if_run, lif_reset, lif_step
+
+CONV_WRAP = 1 << STATE_BITS          # Lava's Conv wraps its sum at 24 bits
+FLOAT64_EXACT = 1 << 53
+_SPLIT = 16                           # payload halves of a split conv
+
+
+def wrap24(y: torch.Tensor, events: dict[str, int] | None) -> torch.Tensor:
+    """Lava Conv's wrap of an integer sum (float64 holding integers, exact below 2**53) into
+    [-2**23, 2**23), counting wrapped elements."""
+    half = CONV_WRAP >> 1
+    lo, hi = (float(v) for v in torch.aminmax(y)) if y.numel() else (0.0, 0.0)
+    if lo >= -half and hi < half:
+        return y
+    if events is not None:
+        events["conv_wrap"] = events.get("conv_wrap", 0) + int(((y < -half) | (y >= half)).sum())
+    return torch.remainder(y + half, CONV_WRAP) - half
+
+
+def conv_fan_out(conn: Connection, src_shape: tuple[int, int, int]) -> torch.Tensor:
+    """[C, H, W] float64 targets each source neuron reaches (synaptic operations per input)."""
+    if conn.kind == "identity":
+        return torch.ones(src_shape, dtype=torch.float64)
+    if conn.kind == "upsample":
+        return torch.full(src_shape, 4.0, dtype=torch.float64)
+    proj = Projection(conn.src, conn.dst, conn.weight, stride=conn.stride)
+    return fan_out(proj, src_shape)
+
+
+@dataclass
+class _Conv:
+    conn: Connection
+    weight32: torch.Tensor | None     # float32 kernel (w << e) when binary inputs keep every
+    #                                   partial sum an integer below 2**24
+    weight64: torch.Tensor            # float64 kernel (w << e)
+    bound: int                        # max over targets of sum |w << e| over its taps
+
+
+class _Runner:
+    """The per-connection integer arithmetic shared by both timings."""
+
+    def __init__(self, graph: GradedGraph) -> None:
+        if not graph.quantized:
+            raise ConfigError("the graded graph is not quantized (run quantize_graded first).")
+        self.graph = graph
+        self.params = {p.name: LifParams(du=p.lif.du, dv=p.lif.dv, vth=p.lif.vth,
+                                         bias_exp=p.lif.bias_exp) for p in graph.populations}
+        self.binary = {p.name for p in graph.populations} | {
+            r.name for r in graph.relays if r.binary}
+        self.payload_max = (1 << (graph.meta.get("payload_bits", 24) - 1)) - 1
+        self.events_total: dict[str, int] = {}
+        self.convs: dict[int, _Conv] = {}
+        shapes = {n.name: n.shape for n in graph.nodes()}
+        self.fanout: dict[int, torch.Tensor] = {}
+        for i, c in enumerate(graph.connections):
+            self.fanout[i] = conv_fan_out(c, shapes[c.src])
+            if c.kind != "conv":
+                continue
+            w = c.effective_weight()
+            bound = int(w.abs().flatten(1).sum(1).max())
+            w32 = (w.to(torch.float32).contiguous()
+                   if c.src in self.binary and bound < FLOAT32_EXACT else None)
+            self.convs[i] = _Conv(c, w32, w.to(torch.float64).contiguous(), bound)
+        # A node accumulates in float32 when all its inputs are such float32 convs and their
+        # bounds sum below 2**24 (the IF layers reading one conv), else in float64.
+        self.acc_dtype = {}
+        for n in graph.nodes():
+            ins = [i for i, c in enumerate(graph.connections) if c.dst == n.name]
+            exact32 = all(i in self.convs and self.convs[i].weight32 is not None for i in ins)
+            total = sum(self.convs[i].bound for i in ins) if exact32 else FLOAT32_EXACT
+            self.acc_dtype[n.name] = torch.float32 if total < FLOAT32_EXACT else torch.float64
+
+    def apply(self, i: int, z: torch.Tensor, events: dict[str, int] | None) -> torch.Tensor:
+        """Connection ``i`` (not an identity: see :meth:`deliver`) on its source's output ``z``
+        ``[N, C, H, W]`` (bool spikes or float64 payloads) -> integers ``[N, C', H', W']`` in a
+        new float tensor (float32 only from a float32 conv)."""
+        c = self.graph.connections[i]
+        if c.kind == "upsample":
+            return F.interpolate(z.to(torch.float64), scale_factor=2, mode="nearest")
+        cv = self.convs[i]
+        if cv.weight32 is not None:  # binary input: |sum| <= bound < 2**23 never wraps
+            return F.conv2d(z.to(torch.float32), cv.weight32, stride=c.stride,
+                            padding=c.padding)
+        z = z.to(torch.float64)
+        lo, hi = (float(v) for v in torch.aminmax(z)) if z.numel() else (0.0, 0.0)
+        top = max(-lo, hi)
+        if top * cv.bound < FLOAT64_EXACT:
+            y = F.conv2d(z, cv.weight64, stride=c.stride, padding=c.padding)
+        else:  # payloads too large for one exact float64 conv: 16-bit halves
+            hi = torch.floor(z / (1 << _SPLIT))
+            y = sum(F.conv2d(part, cv.weight64, stride=c.stride, padding=c.padding) * scale
+                    for part, scale in ((hi, float(1 << _SPLIT)),
+                                        (z - hi * (1 << _SPLIT), 1.0)))
+        # |sum| <= bound * max |input|: below 2**23 nothing can wrap (skips a pass over y).
+        return y if top * cv.bound < CONV_WRAP >> 1 else wrap24(y, events)
+
+    def deliver(self, i: int, z: torch.Tensor, acc: torch.Tensor) -> None:
+        """Add connection ``i``'s contribution from source output ``z`` into ``acc``; an
+        identity adds ``floor(z * 2**k)`` (exact in float64, Lava's arithmetic shift) into its
+        channel range without a conv."""
+        c = self.graph.connections[i]
+        if c.kind != "identity":
+            acc += self.apply(i, z, None)
+            return
+        part = z.to(acc.dtype)
+        k = c.weight_exp
+        if k:
+            part = part * 2.0**k
+            if k < 0:
+                part = part.floor_()
+        dst = acc if part.shape[1] == acc.shape[1] else acc[:, c.dst_channel:
+                                                               c.dst_channel + part.shape[1]]
+        dst += part
+
+    def fire(self, name: str, drive: torch.Tensor, bias: torch.Tensor,
+             events: dict[str, int]) -> torch.Tensor:
+        p = self.params[name]
+        if p.du == NO_SYNAPTIC_MEMORY_DU and p.dv == NO_LEAK_DV:
+            return if_run(drive, bias, p, counters=events)
+        state = LifState.zeros(drive.shape[1:])
+        return torch.stack([lif_step(state, drive[s], bias[s], p, counters=events, check=False)
+                            for s in range(drive.shape[0])])
+
+    def note(self, events: dict[str, int]) -> None:
+        """Keep every call's events (wraps, saturations, overflows), counters or not."""
+        for k, v in events.items():
+            self.events_total[k] = self.events_total.get(k, 0) + v
+
+    def overflow(self, payload: torch.Tensor, events: dict[str, int]) -> None:
+        lo, hi = (float(v) for v in torch.aminmax(payload)) if payload.numel() else (0.0, 0.0)
+        n = 0 if max(-lo, hi) <= self.payload_max else int(
+            (payload.abs() > self.payload_max).sum())
+        events["relay_overflow"] = events.get("relay_overflow", 0) + n
+
+    def biases(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
+               ) -> dict[str, torch.Tensor]:
+        g = self.graph
+        steps, batch = g.config.snn_steps, x.shape[0]
+        pixels = pixel_current(g, x)
+        return {p.name: bias_mantissa(p, per_call_bias(g, p, t, pixels), counters)
+                .expand(steps, batch, *p.shape) for p in g.populations}
+
+    def decode(self, payload: torch.Tensor) -> torch.Tensor:
+        """The host decoder on the output relay's payloads ``[T, B, C, H, W]``."""
+        r = self.graph.relay(self.graph.output)
+        h = payload.to(torch.float64) * r.scale + r.bias[:, None, :, None, None]
+        return decoder_tail(self.graph, h).float()
+
+    def count(self, outputs: dict[str, torch.Tensor], batch: int, counters: Counters,
+              events: dict[str, int], suffix: str = "") -> None:
+        """Spikes, graded payloads (non-zero), synaptic operations (non-zero inputs x targets),
+        neuron updates (IF and relay neurons every step), host MACs, events."""
+        g = self.graph
+        steps = g.config.snn_steps
+        nonzero = {n: (o != 0).sum(dim=(0, 1), dtype=torch.float64) for n, o in outputs.items()}
+        for n in g.nodes():
+            total = int(nonzero[n.name].sum())
+            if g.is_relay(n.name):
+                counters.payloads[n.name] += total
+            else:
+                counters.spikes[n.name] += total
+            counters.neuron_updates += steps * batch * n.neurons
+        for i, c in enumerate(g.connections):
+            counters.synops[f"{c.src}->{c.dst}"] += int((nonzero[c.src] * self.fanout[i]).sum())
+        for k, v in events.items():
+            counters.events[k + suffix] += v
+        counters.calls += 1
+        counters.host_macs += graded_host_macs(g, batch)
+
+
+class GradedSimulator(_Runner):
+    """Ideal timing: every node sees its input in the same SNN step as in the PyTorch model;
+    all T_snn steps of a node at once."""
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(eps, every node's output ``[T, B, C, H, W]``: bool spikes; payloads as float
+        tensors holding exact integers)."""
+        g = self.graph
+        steps, batch = g.config.snn_steps, x.shape[0]
+        bias = self.biases(x, t, counters)
+        events: dict[str, int] = {}
+        out: dict[str, torch.Tensor] = {}
+        index = {id(c): i for i, c in enumerate(g.connections)}
+        for node in g.nodes():
+            acc, dtype = None, self.acc_dtype[node.name]
+            for c in g.inputs(node.name):
+                i = index[id(c)]
+                z = out[c.src].flatten(0, 1)
+                if acc is None and c.kind != "identity":  # the first conv's fresh output
+                    acc = self.apply(i, z, events).to(dtype)
+                    continue
+                if acc is None:
+                    acc = torch.zeros(steps * batch, *node.shape, dtype=dtype)
+                if c.kind == "identity":
+                    self.deliver(i, z, acc)
+                else:
+                    acc += self.apply(i, z, events)
+            if acc is None:
+                acc = torch.zeros(steps * batch, *node.shape, dtype=dtype)
+            acc = acc.view(steps, batch, *node.shape)
+            if g.is_relay(node.name):
+                self.overflow(acc, events)
+                out[node.name] = acc
+            else:
+                out[node.name] = self.fire(node.name, acc, bias[node.name], events)
+        self.note(events)
+        if counters is not None:
+            self.count(out, batch, counters, events)
+        return self.decode(out[g.output]), out
+
+
+class GradedTimedSimulator(_Runner):
+    """Hardware timing: global steps, one-step connections plus delays, LIFReset windows.
+    Returns each node's window, which equals the ideal mode's outputs."""
+
+    def __init__(self, graph: GradedGraph) -> None:
+        if not is_scheduled(graph):
+            raise ConfigError("GradedTimedSimulator: the graph has no schedule (offsets, "
+                              "delays); run sdm_neuro.compiler.schedule_graded on it first.")
+        super().__init__(graph)
+        self.length = call_length(graph)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        g = self.graph
+        steps, batch, length = g.config.snn_steps, x.shape[0], self.length
+        bias = self.biases(x, t, counters)
+        events: dict[str, int] = {}
+        state = {p.name: LifState.zeros((batch, *p.shape)) for p in g.populations}
+        history = {n.name: torch.zeros(length, batch, *n.shape,
+                                       dtype=torch.float64 if g.is_relay(n.name) else torch.bool)
+                   for n in g.nodes()}
+        inputs = {n.name: [(i, c) for i, c in enumerate(g.connections) if c.dst == n.name]
+                  for n in g.nodes()}
+        for tau in range(length):
+            for node in g.nodes():
+                acc = torch.zeros(batch, *node.shape, dtype=torch.float64)
+                for i, c in inputs[node.name]:
+                    when = tau - 1 - c.delay
+                    if when >= 0:
+                        src = history[c.src][when]
+                        if c.kind == "identity":
+                            self.deliver(i, src, acc)
+                        else:
+                            acc += self.apply(i, src, events)
+                if g.is_relay(node.name):
+                    history[node.name][tau] = acc
+                    continue
+                if tau == node.offset:  # LIFReset: time_step % length == offset + 1
+                    lif_reset(state[node.name])
+                k = min(max(tau - node.offset, 0), steps - 1)
+                history[node.name][tau] = lif_step(state[node.name], acc.to(torch.int64),
+                                                   bias[node.name][k],
+                                                   self.params[node.name], counters=events,
+                                                   check=False)
+        out = {n.name: history[n.name][n.offset:n.offset + steps] for n in g.nodes()}
+        if counters is not None:
+            for r in g.relays:  # the ideal mode's overflow count, over the windows
+                self.overflow(out[r.name], events)
+            # Events of every global step, the steps outside the windows included (as
+            # simulators/timed.py labels them).
+            self.count(out, batch, counters, events, suffix=" (any step)")
+        return self.decode(out[g.output]), out
+
+
+def graded_host_macs(graph: GradedGraph, batch: int) -> int:
+    """Dense multiply-accumulates of the host per call: the pixel conv and the decoder tail (the
+    decoder reads the output relay's payloads, so no conv of spikes runs on the host)."""
+    cfg = graph.config
+    steps, res, c_img = cfg.snn_steps, cfg.img_size, cfg.img_ch
+    macs = graph.populations[0].neurons * c_img * 9
+    c_tail = graph.relay(graph.output).shape[0]
+    macs += steps * res * res * (c_tail * c_img * 9 + c_img * c_img * 9)
+    return macs * batch
+
