@@ -36,9 +36,6 @@ inside a Lava process can deadlock the run instead of raising.
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,7 +45,7 @@ from ..ir.fixed_point import MAX_DELAY
 from ..ir.graded import GradedGraph
 from ..ir.graph import call_length, is_scheduled
 from ..ir.host import decoder_tail
-from .lava_process import run_child
+from .lava_process import run_windows
 from .lava_runtime import bias_mantissas
 
 GRADED_MESSAGE_BITS = 24  # any value > 0 makes Lava multiply payloads; 24 is the chip's width
@@ -205,24 +202,7 @@ def lava_graded_outputs(graph: GradedGraph, bias: dict[str, np.ndarray], *,
     process killed after ``timeout_s``."""
     check_graded_deployable(graph)
     check_constant_bias(bias)
-    steps = graph.config.snn_steps
-    batch = next(iter(bias.values())).shape[1]
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="sdm-neuro-lava-graded-") as tmp:
-        gpath = graph.save(Path(tmp) / "graph.pt")
-        for b in range(batch):
-            inp, out = Path(tmp) / f"bias{b}.npz", Path(tmp) / f"out{b}.npz"
-            np.savez(inp, **{k: np.asarray(v[:, b]).reshape(steps, -1).astype(np.int32)
-                             for k, v in bias.items()})
-            run_child([sys.executable, "-m", "sdm_neuro.export.lava_worker", str(gpath),
-                       str(inp), str(out)], timeout_s)
-            with np.load(out) as z:
-                runs.append({k: z[k] for k in z.files})
-    outputs = {}
-    for node in graph.nodes():
-        window = np.stack([r[node.name][node.offset:node.offset + steps] for r in runs], axis=1)
-        outputs[node.name] = torch.from_numpy(window).reshape(steps, len(runs), *node.shape)
-    return outputs
+    return run_windows(graph, bias, timeout_s, "sdm-neuro-lava-graded-")
 
 
 def lava_graded_call(graph: GradedGraph, x: torch.Tensor, t: torch.Tensor, *,

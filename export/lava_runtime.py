@@ -26,9 +26,6 @@ the run instead of raising.
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +37,7 @@ from ..ir.fixed_point import (DECAY_MAX, NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU, VTH_
 from ..ir.graph import HOST, DeployGraph, call_length, is_scheduled, relayed
 from ..ir.host import per_call_bias, pixel_current
 from ..simulators.integer import IntegerSimulator, bias_mantissa
-from .lava_process import run_child
+from .lava_process import run_windows
 from .lava_synapses import connection_matrix, weight_parts
 
 # The TSM clock and relay neurons (build_network). Both have no synaptic memory (u forgets every
@@ -178,24 +175,7 @@ def lava_spikes(graph: DeployGraph, bias: dict[str, np.ndarray], *, timeout_s: f
     :func:`~sdm_neuro.simulators.integer.bias_mantissa` gives them). Each sample is one Lava run
     in a child process killed after ``timeout_s``."""
     check_lava_deployable(graph)
-    steps = graph.config.snn_steps
-    batch = next(iter(bias.values())).shape[1]
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="sdm-neuro-lava-") as tmp:
-        gpath = graph.save(Path(tmp) / "graph.pt")
-        for b in range(batch):
-            inp, out = Path(tmp) / f"bias{b}.npz", Path(tmp) / f"spikes{b}.npz"
-            np.savez(inp, **{k: np.asarray(v[:, b]).reshape(steps, -1).astype(np.int32)
-                             for k, v in bias.items()})
-            run_child([sys.executable, "-m", "sdm_neuro.export.lava_worker", str(gpath),
-                       str(inp), str(out)], timeout_s)
-            with np.load(out) as z:
-                runs.append({k: z[k] for k in z.files})
-    spikes = {}
-    for pop in graph.populations:
-        window = np.stack([r[pop.name][pop.offset:pop.offset + steps] for r in runs], axis=1)
-        spikes[pop.name] = torch.from_numpy(window).reshape(steps, len(runs), *pop.shape)
-    return spikes
+    return run_windows(graph, bias, timeout_s, "sdm-neuro-lava-")
 
 
 def lava_call(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *, timeout_s: float = 600

@@ -50,17 +50,24 @@ def run_float_graph(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *,
         c, h, w = pop.shape
         bias = per_call_bias(graph, pop, t, pixels)
         drive = (current(pop.name) + bias).expand(steps, x.shape[0], c, h, w)
-        v = torch.zeros_like(drive[0])
-        out = []
-        lo, hi = math.inf, -math.inf
-        for s in range(steps):
-            v = v + drive[s]
-            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-            fired = v >= pop.threshold
-            v = torch.where(fired, torch.zeros_like(v), v)
-            out.append(fired.to(torch.float64))
-        spikes[pop.name] = torch.stack(out)
-        if observe is not None:
-            observe[pop.name] = [hi, lo, float(drive.abs().max()), float(bias.abs().max())]
+        spikes[pop.name] = fire_float(pop.name, drive, bias, pop.threshold, observe)
     h = current(HOST) + graph.host.tail_bias[:, None, :, None, None]
     return decoder_tail(graph, h), spikes
+
+
+def fire_float(name: str, drive: torch.Tensor, bias: torch.Tensor, threshold: float,
+               observe: dict[str, list[float]] | None) -> torch.Tensor:
+    """Float IF layer over ``drive`` ``[T, ...]``: v += drive, spike at ``v >= threshold``, hard
+    reset; spikes as float64. ``observe[name]``: [max v, min v, max |drive|, max |bias|]."""
+    v = torch.zeros_like(drive[0])
+    out = []
+    lo, hi = math.inf, -math.inf
+    for s in range(drive.shape[0]):
+        v = v + drive[s]
+        lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+        fired = v >= threshold
+        v = torch.where(fired, torch.zeros_like(v), v)
+        out.append(fired.to(torch.float64))
+    if observe is not None:
+        observe[name] = [hi, lo, float(drive.abs().max()), float(bias.abs().max())]
+    return torch.stack(out)

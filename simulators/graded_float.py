@@ -8,13 +8,12 @@ connections read the payload part only, because every reader already holds the c
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn import functional as F
 
 from ..ir.graded import Connection, GradedGraph
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
+from .float_graph import fire_float
 
 
 def apply_float(conn: Connection, z: torch.Tensor, dst_shape: tuple[int, int, int]
@@ -57,16 +56,6 @@ def run_float_graded(graph: GradedGraph, x: torch.Tensor, t: torch.Tensor, *,
             continue
         bias = per_call_bias(graph, node, t, pixels)
         drive = (total + bias).expand(steps, batch, c, h, w)
-        v = torch.zeros_like(drive[0])
-        spikes, lo, hi = [], math.inf, -math.inf
-        for s in range(steps):
-            v = v + drive[s]
-            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-            fired = v >= node.threshold
-            v = torch.where(fired, torch.zeros_like(v), v)
-            spikes.append(fired.to(torch.float64))
-        out[node.name] = torch.stack(spikes)
-        if observe is not None:
-            observe[node.name] = [hi, lo, float(drive.abs().max()), float(bias.abs().max())]
+        out[node.name] = fire_float(node.name, drive, bias, node.threshold, observe)
     final = out[graph.output] + graph.relay(graph.output).bias[:, None, :, None, None]
     return decoder_tail(graph, final), out

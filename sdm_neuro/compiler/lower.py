@@ -171,36 +171,46 @@ def lower(model: SpikingUNet) -> DeployGraph:
     stem = _Expr([], pb, pixel=True, res=cfg.img_size)
     n0 = low.fire("neuron", stem, m.neuron.threshold)
     h = low.spike_conv(n0, m.conv_identity, m.bn_identity, cfg.img_size)
+    h = walk_unet(m, h, lambda name, block, ins: low.resblock(
+        name, block, ins[0] if len(ins) == 1 else low.concat(*ins)), low.resample)
+    low.connect(h, HOST)
+    host = host_stages(m, pw, pg, h.bias)
+    return DeployGraph(cfg, tuple(low.populations), tuple(low.projections), host,
+                       {"source": "lowered from SpikingUNet"})
+
+
+def walk_unet(model: SpikingUNet, h, resblock, resample):
+    """The U-Net's block order, for both lowerings: ``h`` (the stem's output) through the down,
+    middle and up blocks; ``resblock(name, block, inputs)`` gets ``[h]``, or ``[h, skip]`` in the
+    decoder (the skip popped from the encoder's outputs), ``resample(name, block, h)`` a
+    Down/UpSample. Returns the last block's output."""
     skips = [h]
 
-    def walk(prefix: str, blocks: nn.ModuleList, h: _Expr, down: bool) -> _Expr:
+    def walk(prefix: str, blocks: nn.ModuleList, h, down: bool):
         for i, block in enumerate(blocks):
             name = f"{prefix}.{i}"
             if isinstance(block, ResBlock):
-                if prefix == "upblocks":
-                    h = low.concat(h, skips.pop())
-                h = low.resblock(name, block, h)
+                h = resblock(name, block, [h, skips.pop()] if prefix == "upblocks" else [h])
             elif isinstance(block, (DownSample, UpSample)):
-                h = low.resample(name, block, h)
+                h = resample(name, block, h)
             if down:
                 skips.append(h)
         return h
 
-    h = walk("downblocks", m.downblocks, h, down=True)
-    h = walk("middleblocks", m.middleblocks, h, down=False)
-    h = walk("upblocks", m.upblocks, h, down=False)
-    low.connect(h, HOST)
+    h = walk("downblocks", model.downblocks, h, down=True)
+    h = walk("middleblocks", model.middleblocks, h, down=False)
+    return walk("upblocks", model.upblocks, h, down=False)
 
+
+def host_stages(model: SpikingUNet, pixel_weight: torch.Tensor, pixel_gain: tuple,
+                tail_bias: torch.Tensor) -> HostStages:
+    """The host's float work: the pixel conv, the time-embedding MLP tabulated per t and per
+    ResBlock, the decoder tail's parameters."""
     with torch.no_grad():
-        t_all = torch.arange(cfg.diffusion_steps)
-        temb = m.time_embedding(t_all)
-        tables = {}
-        for name, mod in m.named_modules():
-            if isinstance(mod, ResBlock):
-                tables[name] = mod.temb_proj(temb).float()
-    tail = {k: v.detach().clone() for k, v in m.state_dict().items()
+        temb = model.time_embedding(torch.arange(model.config.diffusion_steps))
+        tables = {name: mod.temb_proj(temb).float() for name, mod in model.named_modules()
+                  if isinstance(mod, ResBlock)}
+    tail = {k: v.detach().clone() for k, v in model.state_dict().items()
             if k.split(".")[0] in ("tail_bn", "tail_conv", "T_output_layer", "last_bn")}
-    host = HostStages(pixel_weight=pw, pixel_gain=pg, temb_table=tables,
-                      tail=tail, tail_bias=h.bias)
-    return DeployGraph(cfg, tuple(low.populations), tuple(low.projections), host,
-                       {"source": "lowered from SpikingUNet"})
+    return HostStages(pixel_weight=pixel_weight, pixel_gain=pixel_gain, temb_table=tables,
+                      tail=tail, tail_bias=tail_bias)

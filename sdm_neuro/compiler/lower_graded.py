@@ -40,10 +40,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..ir.graded import Connection, GradedGraph, Relay
-from ..ir.graph import HostStages, Population
-from ..models.layers import DownSample, ResBlock, UpSample
+from ..ir.graph import Population
+from ..models.layers import DownSample, ResBlock
 from ..models.unet import SpikingUNet
-from .lower import conv_parts, fold_conv_bn
+from .lower import conv_parts, fold_conv_bn, host_stages, walk_unet
 
 _F64 = torch.float64
 
@@ -156,32 +156,8 @@ def lower_graded(model: SpikingUNet) -> GradedGraph:
     w, bias, _ = fold_conv_bn(m.conv_identity, m.bn_identity, cfg.snn_steps)
     h = b.relay("conv_identity", (w.shape[0], res, res), bias)
     b.conv("neuron", h.name, w)
-    skips = [h]
-
-    def walk(prefix: str, blocks: nn.ModuleList, h: Relay, down: bool) -> Relay:
-        for i, block in enumerate(blocks):
-            name = f"{prefix}.{i}"
-            if isinstance(block, ResBlock):
-                inputs = [h, skips.pop()] if prefix == "upblocks" else [h]
-                h = b.resblock(name, block, inputs)
-            elif isinstance(block, (DownSample, UpSample)):
-                h = b.resample(name, block, h)
-            if down:
-                skips.append(h)
-        return h
-
-    h = walk("downblocks", m.downblocks, h, down=True)
-    h = walk("middleblocks", m.middleblocks, h, down=False)
-    h = walk("upblocks", m.upblocks, h, down=False)
-
-    with torch.no_grad():
-        temb = m.time_embedding(torch.arange(cfg.diffusion_steps))
-        tables = {name: mod.temb_proj(temb).float() for name, mod in m.named_modules()
-                  if isinstance(mod, ResBlock)}
-    tail = {k: v.detach().clone() for k, v in m.state_dict().items()
-            if k.split(".")[0] in ("tail_bn", "tail_conv", "T_output_layer", "last_bn")}
-    host = HostStages(pixel_weight=pw, pixel_gain=pg, temb_table=tables, tail=tail,
-                      tail_bias=h.bias)
+    h = walk_unet(m, h, b.resblock, b.resample)
+    host = host_stages(m, pw, pg, h.bias)
     return GradedGraph(cfg, tuple(b.populations), tuple(b.relays), tuple(b.connections),
                        tuple(b.order), h.name, host, {"source": "lowered from SpikingUNet",
                                                        "mapping": "graded"})
