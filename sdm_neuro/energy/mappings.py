@@ -155,8 +155,13 @@ def composed_section(activity: Activity, profiles: dict[str, dict], *, calls: in
 
 def graded_section(graph: GradedGraph, m: GradedMeasurement, profiles: list[Profile], *,
                    calls: int, pytorch_acs: float, pytorch_macs: float) -> dict:
+    from ..compiler.schedule_graded import schedule_graded
     from ..hardware_profiles.graded import graded_placement, graded_support
+    from ..ir.graph import is_scheduled
 
+    # Cores and chips of the network as deployed: scheduled, its delay copies are neurons too
+    # (their traffic, a copy of their source's, is not in the measured activity).
+    deployed = graph if is_scheduled(graph) else schedule_graded(graph)
     a = m.activity
     n = graded_counts(a, graph)
     synops = n["binary synaptic ops"] + n["graded synaptic ops"]
@@ -165,7 +170,7 @@ def graded_section(graph: GradedGraph, m: GradedMeasurement, profiles: list[Prof
         why = graded_support(p)
         per_profile[p.name] = ({"supported": False, "reason": why} if why else
                                _entry(graded_energy(p, a, graph).to_dict(calls), calls,
-                                      graded_placement(graph, p).to_dict()))
+                                      graded_placement(deployed, p).to_dict()))
     steps = graph.config.snn_steps
     nodes = []
     for node in graph.nodes():
