@@ -130,11 +130,10 @@ def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float
     for node in graph.nodes():
         ins = graph.inputs(node.name)
         if graph.is_relay(node.name):
+            r = relay_unit(node.name)  # 1.0 for an upsample relay: its payloads are spikes
             if node.binary:
-                relays[node.name] = dataclasses.replace(node, scale=1.0)
+                relays[node.name] = dataclasses.replace(node, scale=r)
                 continue
-            r = relay_unit(node.name)
-            scale[node.name] = r
             clipped = 0
             for c in ins:
                 if c.kind == "conv":

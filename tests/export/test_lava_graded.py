@@ -324,7 +324,7 @@ def _assert_matches_simulator(graph, x, t, *, active=True, timeout_s=590):
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("seed, config, threshold", [
     (0, "micro_config", None),
-    (1, "tiny_config_ch4_t3", None),
+    pytest.param(1, "tiny_config_ch4_t3", None, marks=pytest.mark.slow),  # a minute in Lava
     (3, "micro_config", 0.8),  # threshold guidance
 ])
 def test_random_unets_match_the_timed_simulator(request, randomized, seed, config, threshold):
