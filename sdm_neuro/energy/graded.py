@@ -24,7 +24,7 @@ from ..errors import ConstraintError, UsageError
 from ..hardware_profiles.graded import graded_support
 from ..hardware_profiles.profile import Profile
 from ..ir.graded import GradedGraph
-from .model import CONVENTION_MAC_PJ, Energy
+from .model import Energy, host_and_static
 
 if TYPE_CHECKING:
     from ..simulators.integer import Counters
@@ -110,18 +110,7 @@ def graded_energy(profile: Profile, activity: GradedActivity, graph: GradedGraph
         notes.append("a neuron update is costed as one accumulate (ac_pj)")
     else:
         notes.append("no neuron-update figure in this profile: not costed")
-    host_pj = e["host_mac_pj"].value if "host_mac_pj" in e else CONVENTION_MAC_PJ
-    if "host_mac_pj" not in e:
-        notes.append(f"host work (pixel conv, decoder tail) costed at the 45 nm fp32 MAC, "
-                     f"{CONVENTION_MAC_PJ} pJ (the profile has no host figure)")
-    comp["host"] = n["host MACs"] * host_pj
-    p = profile.power
-    if "static_power_mw" in p and "time_step_us" in p:
-        seconds = p["time_step_us"].value * 1e-6 * graph.config.snn_steps
-        comp["static"] = p["static_power_mw"].value * 1e-3 * seconds * 1e12
-        notes.append("static power x T_snn time steps of one call")
-    else:
-        notes.append("static power not included (the profile lacks static power or step time)")
+    host_and_static(profile, n["host MACs"], graph.config.snn_steps, comp, notes)
     return Energy(f"graded mapping, fuller model ({profile.name})", comp, tuple(notes))
 
 

@@ -95,19 +95,27 @@ def profile_energy(profile: Profile, activity: Activity, graph: DeployGraph) -> 
         comp["memory"] = synops * wb * read + activity.neuron_updates * sb * (read + write)
         notes.append("memory after Lemaire et al. (2022): one weight read per synaptic op, one "
                      "state read and write per neuron update, at the profile's bit widths")
+    host_and_static(profile, activity.host_macs, graph.config.snn_steps, comp, notes)
+    return Energy(f"fuller model ({profile.name})", comp, tuple(notes))
+
+
+def host_and_static(profile: Profile, host_macs: float, snn_steps: int,
+                    comp: dict[str, float], notes: list[str]) -> None:
+    """The host's MACs and static power x run time (either mapping), into ``comp`` (pJ per image
+    per call) with what was assumed in ``notes``."""
+    e = profile.energy
     host_pj = e["host_mac_pj"].value if "host_mac_pj" in e else CONVENTION_MAC_PJ
     if "host_mac_pj" not in e:
         notes.append(f"host work (pixel conv, decoder tail) costed at the 45 nm fp32 MAC, "
                      f"{CONVENTION_MAC_PJ} pJ (the profile has no host figure)")
-    comp["host"] = activity.host_macs * host_pj
+    comp["host"] = host_macs * host_pj
     p = profile.power
     if "static_power_mw" in p and "time_step_us" in p:
-        seconds = p["time_step_us"].value * 1e-6 * graph.config.snn_steps
+        seconds = p["time_step_us"].value * 1e-6 * snn_steps
         comp["static"] = p["static_power_mw"].value * 1e-3 * seconds * 1e12
         notes.append("static power x T_snn time steps of one call")
     else:
         notes.append("static power not included (the profile lacks static power or step time)")
-    return Energy(f"fuller model ({profile.name})", comp, tuple(notes))
 
 
 def population_energy(profile: Profile, activity: Activity, graph: DeployGraph

@@ -218,23 +218,34 @@ def _export_onnx(opts: ModelOptions, target: str, out: Path, force: bool) -> Exp
     return ExportResult("onnx", target, out, manifest, check=chk)
 
 
+def _manifest_head(target: str, ckpt, dataset: str, graph) -> dict[str, Any]:
+    """What the manifests of both mappings' bundles open with: tool, checkpoint, dataset, model."""
+    import torch
+
+    return {"target": target, "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
+            "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path),
+                           "kind": ckpt.kind, "weights": ckpt.weights},
+            "dataset": dataset, "model_config": graph.config.to_dict()}
+
+
+def _quantization_head(dataset: str, seed: int, threshold_scale: float | None) -> dict:
+    from ..compiler.pipeline import CALIBRATION
+
+    return {"threshold_scale": or_one(threshold_scale),
+            "calibration": {"dataset": dataset, "seed": seed, **CALIBRATION,
+                            "what": "training images noised at uniformly random t"}}
+
+
 def bundle_manifest(target: str, ckpt, dataset: str, graph, threshold_scale: float | None,
                     seed: int, profile, placement) -> dict[str, Any]:
     """The manifest of a U-Net bundle, before :func:`~sdm_neuro.export.bundle.write_bundle`
     adds the format, the files and the network's description."""
-    import torch
-
-    from ..compiler.pipeline import CALIBRATION, LOWERING_PASSES
+    from ..compiler.pipeline import LOWERING_PASSES
     from ..ir.graph import call_length, relayed
 
     return {
-        "target": target, "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
-        "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "kind": ckpt.kind,
-                       "weights": ckpt.weights},
-        "dataset": dataset, "model_config": graph.config.to_dict(),
-        "quantization": {"threshold_scale": or_one(threshold_scale),
-                         "calibration": {"dataset": dataset, "seed": seed, **CALIBRATION,
-                                         "what": "training images noised at uniformly random t"},
+        **_manifest_head(target, ckpt, dataset, graph),
+        "quantization": {**_quantization_head(dataset, seed, threshold_scale),
                          "populations": graph.meta.get("quantization", {})},
         "lowering_passes": list(LOWERING_PASSES),
         "timing": {"dt": "one Loihi 2 time step", "call_length": call_length(graph),
@@ -308,19 +319,10 @@ def graded_manifest(target: str, ckpt, dataset: str, graph, threshold_scale: flo
     """The manifest of a graded bundle, before
     :func:`~sdm_neuro.export.graded_bundle.write_graded_bundle` adds the format, the files and
     the network's description."""
-    import torch
-
-    from ..compiler.pipeline import CALIBRATION
-
     nodes = graph.nodes()
     return {
-        "target": target, "tool": f"sdm-neuro {__version__}", "torch": torch.__version__,
-        "checkpoint": {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "kind": ckpt.kind,
-                       "weights": ckpt.weights},
-        "dataset": dataset, "model_config": graph.config.to_dict(),
-        "quantization": {"threshold_scale": or_one(threshold_scale),
-                         "calibration": {"dataset": dataset, "seed": seed, **CALIBRATION,
-                                         "what": "training images noised at uniformly random t"},
+        **_manifest_head(target, ckpt, dataset, graph),
+        "quantization": {**_quantization_head(dataset, seed, threshold_scale),
                          "payload_bits": graph.meta.get("payload_bits"),
                          "nodes": graph.meta.get("quantization", {})},
         "lowering_passes": ["lower_graded", "calibrate_graded", "quantize_graded",
