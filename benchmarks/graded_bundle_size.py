@@ -100,7 +100,7 @@ def paper_configuration(folder: Path, batches: int, batch: int) -> dict:
     images = torch.rand(batches * batch, cfg.img_ch, cfg.img_size, cfg.img_size) * 2 - 1
     t0 = time.perf_counter()
     graph = schedule_graded(build_graded_graph(model, calibration_inputs(
-        images, batches=batches, batch_size=batch)))
+        images, count=batches * batch, batch_size=batch)))
     t_build = time.perf_counter() - t0
     placement = graded_placement(graph, get_profile("loihi2"))
     t0 = time.perf_counter()

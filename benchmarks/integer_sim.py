@@ -63,7 +63,7 @@ else:
     from sdm_neuro.compiler.pipeline import build_integer_graph, calibration_inputs
     from sdm_neuro.simulators.integer import IntegerSimulator
     g = build_integer_graph(model, calibration_inputs(torch.rand(8, 3, 32, 32) * 2 - 1,
-                                                     batches=1, batch_size=2))
+                                                     count=2, batch_size=2))
     sim = IntegerSimulator(g)
     sim(x, t); t0 = time.perf_counter(); sim(x, t); sec = time.perf_counter() - t0
 print(json.dumps({{"seconds_per_call": round(sec, 3), "peak_rss_mb": _peak_mb()}}))

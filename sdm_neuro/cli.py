@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, run
+from .compiler.pipeline import CALIBRATION
 from .errors import SdmNeuroError
 
 # --- option types: a bad value stops at parse time (exit 2, argparse names the option), before
@@ -111,6 +112,10 @@ def _add_deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=DATASETS, help="the training set (default: the "
                    "checkpoint's)")
     p.add_argument("--data-dir", type=Path)
+    p.add_argument("--calibration-images", type=positive_int, metavar="N",
+                   help=f"training images (noised at random t) the quantization is calibrated on "
+                        f"(default {CALIBRATION['images']}; time grows with N, memory does not; "
+                        "recorded in the bundle's manifest)")
 
 
 def _add_feedforward_args(p: argparse.ArgumentParser) -> None:

@@ -16,39 +16,48 @@ from ..ir.host import decoder_tail, per_call_bias, pixel_current
 from .float_graph import fire_float
 
 
-def apply_float(conn: Connection, z: torch.Tensor, dst_shape: tuple[int, int, int]
-                ) -> torch.Tensor:
-    """``[T, B, C_src, H, W]`` -> the connection's float contribution ``[T, B, C_dst, H', W']``
-    (an identity fills its channel range, zeros elsewhere)."""
+def add_float(conn: Connection, z: torch.Tensor, total: torch.Tensor) -> None:
+    """Add the connection's float contribution of ``z`` [T, B, C_src, H, W] into ``total``
+    [T, B, C_dst, H', W'] (an identity into its channel range), in place."""
     steps, batch = z.shape[:2]
+    if conn.kind == "identity":
+        total[:, :, conn.dst_channel:conn.dst_channel + z.shape[2]] += z
+        return
     flat = z.flatten(0, 1)
     if conn.kind == "upsample":
         y = F.interpolate(flat, scale_factor=2, mode="nearest")
-    elif conn.kind == "identity":
-        y = flat.new_zeros(flat.shape[0], *dst_shape)
-        y[:, conn.dst_channel:conn.dst_channel + flat.shape[1]] = flat
     else:
         y = F.conv2d(flat, conn.weight.to(flat.dtype), stride=conn.stride, padding=conn.padding)
-    return y.reshape(steps, batch, *y.shape[1:])
+    total += y.reshape(steps, batch, *y.shape[1:])
 
 
 @torch.no_grad()
 def run_float_graded(graph: GradedGraph, x: torch.Tensor, t: torch.Tensor, *,
-                     observe: dict[str, list[float]] | None = None
+                     observe: dict[str, list[float]] | None = None, keep: bool = True
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(eps [B, C, H, W] float32, every node's output [T, B, C, H, W] float64: spikes of a
     population, the payload part of a relay).
 
     ``observe``: per population ``[max v, min v, max |current|, max |bias current|]`` (v before
-    the threshold test), per relay ``[max |payload part|]``, for calibration."""
+    the threshold test), per relay ``[max |payload part|]``, for calibration. ``keep=False``
+    drops each output after its last reader (the dict returned then holds the output node
+    only): calibration's memory is then a few layers', not the whole network's."""
     steps, batch = graph.config.snn_steps, x.shape[0]
     pixels = pixel_current(graph, x)
+    order = {n.name: i for i, n in enumerate(graph.nodes())}
+    last: dict[str, int] = {}  # node -> position of its last reader
+    for c in graph.connections:
+        last[c.src] = max(last.get(c.src, -1), order[c.dst])
     out: dict[str, torch.Tensor] = {}
-    for node in graph.nodes():
+    for i, node in enumerate(graph.nodes()):
         c, h, w = node.shape
         total = torch.zeros(steps, batch, c, h, w, dtype=torch.float64)
         for conn in graph.inputs(node.name):
-            total = total + apply_float(conn, out[conn.src], node.shape)
+            add_float(conn, out[conn.src], total)
+        if not keep:  # outputs whose last reader this was
+            for src in {conn.src for conn in graph.inputs(node.name)}:
+                if last[src] == i and src != graph.output:
+                    del out[src]
         if graph.is_relay(node.name):
             out[node.name] = total
             if observe is not None:

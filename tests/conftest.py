@@ -451,7 +451,7 @@ def micro_bundle(tmp_path_factory, micro_config, randomized):
     torch.manual_seed(0)
     model = randomized(SpikingUNet(micro_config))
     graph = schedule(build_integer_graph(model, calibration_inputs(
-        torch.rand(8, 1, 4, 4) * 2 - 1, batches=1, batch_size=4)))
+        torch.rand(8, 1, 4, 4) * 2 - 1, count=4, batch_size=4)))
     out = tmp_path_factory.mktemp("bundle") / "b"
     out.mkdir()
     write_bundle(graph, out, {"target": "nir", "dataset": "digits",

@@ -173,7 +173,7 @@ def test_write_bundle_failing_midway_keeps_the_old_bundle(tmp_path, monkeypatch,
 
     torch.manual_seed(0)
     graph = build_integer_graph(randomized(SpikingUNet(micro_config)), calibration_inputs(
-        torch.rand(4, 1, 4, 4) * 2 - 1, batches=1, batch_size=4))
+        torch.rand(4, 1, 4, 4) * 2 - 1, count=4, batch_size=4))
     out = tmp_path / "bundle"
     with atomic_dir(out) as tmp:
         write_bundle(graph, tmp, {"target": "nir"})

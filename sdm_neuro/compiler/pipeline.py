@@ -10,19 +10,24 @@ from dataclasses import dataclass, field
 import torch
 
 from ..diffusion import LinearSchedule
+from ..errors import UsageError
 from ..models.unet import SpikingUNet
 from ..ir.graph import DeployGraph
 from .lower import lower
 from .quantize_graph import calibrate, quantize
 
-CALIBRATION = {"batches": 4, "batch_size": 32}  # the CLI's calibration set (recorded in bundles)
+# The CLI's calibration set: its default size (--calibration-images) and the batch it is run in
+# (recorded in bundles). Calibration keeps per-layer ranges only, so memory follows the batch,
+# time the number of images.
+CALIBRATION = {"images": 128, "batch_size": 32}
 
 LOWERING_PASSES = (
     ("lower (float64): BatchNorm folded into the convs; 1x1 shortcuts, residual sums and skip "
      "concatenations composed into projections; the time-embedding MLP tabulated per t; the "
      "pixel conv and the decoder tail kept on the host"),
-    (f"calibrate: drive, bias and membrane ranges per population on {CALIBRATION['batches']} x "
-     f"{CALIBRATION['batch_size']} training images noised at uniformly random t"),
+    ("calibrate: drive, bias and membrane ranges per population on training images noised at "
+     f"uniformly random t (--calibration-images, default {CALIBRATION['images']}, in batches of "
+     f"{CALIBRATION['batch_size']})"),
     ("quantize (Loihi 2 fixed point): vth a power of two; 8-bit even weights with a "
      "weight_exp per projection; 13-bit bias mantissas with a bias_exp per population"),
     ("schedule: window offsets (longest path from the stem) and balancing synaptic delays for "
@@ -30,16 +35,21 @@ LOWERING_PASSES = (
 )
 
 
-def calibration_inputs(images: torch.Tensor, *, batches: int = CALIBRATION["batches"],
+def calibration_inputs(images: torch.Tensor, *, count: int = CALIBRATION["images"],
                        batch_size: int = CALIBRATION["batch_size"],
                        seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Training images noised at uniformly random t: what the denoiser sees while sampling."""
+    """``count`` training images (drawn with replacement) noised at uniformly random t, what the
+    denoiser sees while sampling, in batches of at most ``batch_size``."""
+    if count < 1 or batch_size < 1:
+        raise UsageError(f"calibration needs at least one image in batches of at least one "
+                         f"(got --calibration-images {count}, batch size {batch_size}).")
     gen = torch.Generator().manual_seed(seed)
     sch = LinearSchedule()
     out = []
-    for _ in range(batches):
-        idx = torch.randint(len(images), (batch_size,), generator=gen)
-        t = torch.randint(sch.num_steps, (batch_size,), generator=gen)
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        idx = torch.randint(len(images), (n,), generator=gen)
+        t = torch.randint(sch.num_steps, (n,), generator=gen)
         x0 = images[idx]
         out.append((sch.q_sample(x0, t, torch.randn(x0.shape, generator=gen)), t))
     return out
@@ -69,7 +79,6 @@ class IntegerDenoiser:
     agreement: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from ..errors import UsageError
         from ..ir.graded import GradedGraph
         from ..ir.graph import is_scheduled
         from ..simulators.graded import GradedSimulator, GradedTimedSimulator

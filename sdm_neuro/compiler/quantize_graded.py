@@ -34,7 +34,7 @@ from ..ir.graded import Connection, GradedGraph
 from ..ir.graph import NeuronParams
 from ..models.unet import SpikingUNet
 from .lower_graded import lower_graded
-from .quantize_graph import MARGIN, PopulationStats, choose_neuron, quantize_weight
+from .quantize_graph import MARGIN, PopulationStats, choose_neuron, observe_ranges, quantize_weight
 
 PAYLOAD_BITS = 24  # Loihi 2's graded payload as Lava and Intel's code use it (reference, sec. 5)
 
@@ -45,15 +45,8 @@ def calibrate_graded(graph: GradedGraph, inputs: list[tuple[torch.Tensor, torch.
     largest |payload part| (float units)."""
     from ..simulators.graded_float import run_float_graded
 
-    acc: dict[str, list[float]] = {}
-    for x, t in inputs:
-        seen: dict[str, list[float]] = {}
-        run_float_graded(graph, x, t, observe=seen)
-        for k, v in seen.items():
-            old = acc.get(k)
-            acc[k] = v if old is None else (
-                [max(old[0], v[0])] if len(v) == 1 else
-                [max(old[0], v[0]), min(old[1], v[1]), max(old[2], v[2]), max(old[3], v[3])])
+    acc = observe_ranges(lambda x, t, seen: run_float_graded(graph, x, t, observe=seen,
+                                                             keep=False), inputs)
     out: dict[str, PopulationStats | float] = {r.name: acc[r.name][0] for r in graph.relays}
     tables = graph.host.temb_table
     for pop in graph.populations:

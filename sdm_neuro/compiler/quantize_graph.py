@@ -38,19 +38,32 @@ class PopulationStats:
     bias_max: float     # largest |per-call bias current|
 
 
+CALIBRATION_CHUNK = 8  # images per float run: the run's memory, not the calibration set
+
+
+def observe_ranges(run, inputs: list[tuple[torch.Tensor, torch.Tensor]]
+                   ) -> dict[str, list[float]]:
+    """``run(x, t, observed)`` over ``inputs`` in chunks of :data:`CALIBRATION_CHUNK` images,
+    the ranges merged: ``[max v, min v, max |current|, max |bias|]`` per population,
+    ``[max |payload|]`` per relay. Maxima and minima over chunks are those over the batch."""
+    acc: dict[str, list[float]] = {}
+    for xs, ts in inputs:
+        for i in range(0, len(xs), CALIBRATION_CHUNK):
+            seen: dict[str, list[float]] = {}
+            run(xs[i:i + CALIBRATION_CHUNK], ts[i:i + CALIBRATION_CHUNK], seen)
+            for k, v in seen.items():
+                old = acc.get(k)
+                acc[k] = v if old is None else [min(a, b) if j == 1 else max(a, b)
+                                                for j, (a, b) in enumerate(zip(old, v))]
+    return acc
+
+
 def calibrate(graph: DeployGraph, inputs: list[tuple[torch.Tensor, torch.Tensor]]
               ) -> dict[str, PopulationStats]:
     """Run the float graph on ``(x_t, t)`` batches and record each population's ranges."""
     from ..simulators.float_graph import run_float_graph
 
-    acc: dict[str, list[float]] = {}
-    for x, t in inputs:
-        observed: dict[str, list[float]] = {}
-        run_float_graph(graph, x, t, observe=observed)
-        for k, vals in observed.items():
-            old = acc.get(k)
-            acc[k] = vals if old is None else [max(old[0], vals[0]), min(old[1], vals[1]),
-                                               max(old[2], vals[2]), max(old[3], vals[3])]
+    acc = observe_ranges(lambda x, t, seen: run_float_graph(graph, x, t, observe=seen), inputs)
     tables = graph.host.temb_table
     out = {}
     for pop in graph.populations:

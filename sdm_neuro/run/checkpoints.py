@@ -55,7 +55,7 @@ class ModelOptions:
     """The model a job runs: ``checkpoint`` (None: the shipped default model) read with
     ``weights`` / ``snn_steps`` / ``img_size``, or the network of an export ``bundle``; for a
     deployment, ``threshold_scale``, the training set (``dataset``, ``data_dir``) that
-    calibrates the quantization and the calibration ``seed``."""
+    calibrates the quantization, the calibration ``seed`` and its number of images."""
 
     checkpoint: Path | None = None
     weights: str = "auto"
@@ -67,10 +67,25 @@ class ModelOptions:
     seed: int = 0
     bundle: Path | None = None
     notify: Notify | None = None
+    calibration_images: int | None = None  # None: the compiler's default
+
+    def __post_init__(self) -> None:
+        if self.calibration_images is not None and self.is_nir:
+            raise UsageError(f"{self.checkpoint}: --calibration-images calibrates a U-Net "
+                             "checkpoint; a NIR graph is calibrated on --input (or --num random "
+                             "spike samples).")
 
     def note(self, text: str) -> None:
         if self.notify is not None:
             self.notify(text)
+
+    @property
+    def calibration_count(self) -> int:
+        """Training images the quantization is calibrated on (``--calibration-images``)."""
+        from ..compiler.pipeline import CALIBRATION
+
+        return CALIBRATION["images"] if self.calibration_images is None else \
+            self.calibration_images
 
     @property
     def is_nir(self) -> bool:
@@ -133,7 +148,8 @@ def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None,
     train = load_dataset(dataset, split="train", data_dir=options.data_dir,
                          img_size=ckpt.config.img_size)
     build = build_graded_graph if mapping == "graded" else build_integer_graph
-    graph = build(model, calibration_inputs(train.images, seed=options.seed))
+    graph = build(model, calibration_inputs(train.images, count=options.calibration_count,
+                                            seed=options.seed))
     return model, ckpt, dataset, train, graph
 
 
@@ -148,6 +164,9 @@ def from_bundle(options: ModelOptions):
     if options.threshold_scale is not None:
         raise UsageError("--threshold-scale: a bundle's thresholds were fixed at export; "
                          "export again with --threshold-scale.")
+    if options.calibration_images is not None:
+        raise UsageError("--calibration-images: a bundle's quantization was fixed at export; "
+                         "export again with --calibration-images.")
     graded = bundle_format(options.bundle) == GRADED_BUNDLE_FORMAT
     graph, manifest = (read_graded_bundle if graded else read_bundle)(options.bundle)
     src = manifest.get("checkpoint") or {}

@@ -38,7 +38,8 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
                   threshold_scale: float | None = None, dataset: str | None = None,
                   data_dir: str | Path | None = None, threads: int | None = None,
                   out: str | Path = "out/energy", force: bool = False, quiet: bool = False,
-                  mapping: str = "both", notify: Notify | None = None) -> EnergyReportResult:
+                  mapping: str = "both", calibration_images: int | None = None,
+                  notify: Notify | None = None) -> EnergyReportResult:
     """Quantize the model as simulate does, measure its activity with the integer simulator on
     --calls denoising calls spread over the reverse process (or read it from simulate.json), and
     report per layer: neurons, fan-in, firing rate, synaptic operations, neuron updates, host
@@ -66,7 +67,8 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     mappings = selected(mapping)
     check_outputs("energy-report", out=out, force=force)
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
-                        dataset, as_path(data_dir), seed, as_path(bundle), notify)
+                        dataset, as_path(data_dir), seed, as_path(bundle), notify,
+                        calibration_images)
     set_threads(threads)
     if opts.is_nir:
         raise UsageError(f"{opts.checkpoint}: energy-report covers U-Net denoisers; for a NIR "
@@ -103,7 +105,8 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     for m in mappings:  # the other mapping: built as deploy builds it, on the same calibration
         if m not in graphs:
             build = build_graded_graph if m == "graded" else build_integer_graph
-            graphs[m] = build(model, calibration_inputs(train.images, seed=opts.seed))
+            graphs[m] = build(model, calibration_inputs(train.images, count=opts.calibration_count,
+                                                        seed=opts.seed))
             if opts.bundle is not None:
                 opts.note(f"{opts.bundle}: the {m} mapping is not the bundle's; it is built from "
                           f"the checkpoint {ckpt_path}.")

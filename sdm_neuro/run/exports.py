@@ -83,9 +83,9 @@ def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
            threshold_scale: float | None = None, dataset: str | None = None,
            data_dir: str | Path | None = None, seed: int = 0, input: str | Path | None = None,
            time_steps: int = 32, rate: float = 0.2, dt: float | None = None, num: int = 16,
-           mapping: str = "composed", threads: int | None = None,
-           out: str | Path = "out/export", force: bool = False, quiet: bool = False,
-           notify: Notify | None = None) -> ExportResult:
+           mapping: str = "composed", calibration_images: int | None = None,
+           threads: int | None = None, out: str | Path = "out/export", force: bool = False,
+           quiet: bool = False, notify: Notify | None = None) -> ExportResult:
     """Write an export bundle, a directory: manifest.json (tool and format versions, checkpoint
     SHA-256, model config, quantization, profile, passes, timing, constraint check), network.nir
     (the quantized spiking network; integer parameters in documented metadata) and host.npz
@@ -107,7 +107,7 @@ def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
     out = Path(out)
     check_outputs("export", out=out, force=force)
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
-                        dataset, as_path(data_dir), seed, None, notify)
+                        dataset, as_path(data_dir), seed, None, notify, calibration_images)
     set_threads(threads)
     if mapping == "graded" and (opts.is_nir or target == "onnx"):
         raise UsageError(f"--mapping graded maps a U-Net denoiser to Loihi 2 (target loihi2 or "
@@ -228,16 +228,18 @@ def _manifest_head(target: str, ckpt, dataset: str, graph) -> dict[str, Any]:
             "dataset": dataset, "model_config": graph.config.to_dict()}
 
 
-def _quantization_head(dataset: str, seed: int, threshold_scale: float | None) -> dict:
+def _quantization_head(dataset: str, opts: ModelOptions) -> dict:
     from ..compiler.pipeline import CALIBRATION
 
-    return {"threshold_scale": or_one(threshold_scale),
-            "calibration": {"dataset": dataset, "seed": seed, **CALIBRATION,
+    return {"threshold_scale": or_one(opts.threshold_scale),
+            "calibration": {"dataset": dataset, "seed": opts.seed,
+                            "images": opts.calibration_count,
+                            "batch_size": CALIBRATION["batch_size"],
                             "what": "training images noised at uniformly random t"}}
 
 
-def bundle_manifest(target: str, ckpt, dataset: str, graph, threshold_scale: float | None,
-                    seed: int, profile, placement) -> dict[str, Any]:
+def bundle_manifest(target: str, ckpt, dataset: str, graph, opts: ModelOptions, profile,
+                    placement) -> dict[str, Any]:
     """The manifest of a U-Net bundle, before :func:`~sdm_neuro.export.bundle.write_bundle`
     adds the format, the files and the network's description."""
     from ..compiler.pipeline import LOWERING_PASSES
@@ -245,7 +247,7 @@ def bundle_manifest(target: str, ckpt, dataset: str, graph, threshold_scale: flo
 
     return {
         **_manifest_head(target, ckpt, dataset, graph),
-        "quantization": {**_quantization_head(dataset, seed, threshold_scale),
+        "quantization": {**_quantization_head(dataset, opts),
                          "populations": graph.meta.get("quantization", {})},
         "lowering_passes": list(LOWERING_PASSES),
         "timing": {"dt": "one Loihi 2 time step", "call_length": call_length(graph),
@@ -276,8 +278,7 @@ def _export_bundle(opts: ModelOptions, target: str, profile: str | None, allow_v
         check_lava_deployable(graph)
     prof, placement = constraints(target, profile, allow_violations,
                                   check(graph, get_export_profile(profile)), ckpt.path)
-    manifest = bundle_manifest(target, ckpt, dataset, graph, opts.threshold_scale, opts.seed,
-                               prof, placement)
+    manifest = bundle_manifest(target, ckpt, dataset, graph, opts, prof, placement)
     with atomic_dir(out, force=force) as tmp:
         manifest = write_bundle(graph, tmp, manifest)
     return ExportResult("unet", target, out, manifest, prof, placement,
@@ -293,7 +294,7 @@ def mapping_figures(placement, synapses: int, memory_bytes: int | None) -> dict[
             "violations": len(placement.violations)}
 
 
-def composed_figures(model, train, seed: int, profile) -> dict[str, Any]:
+def composed_figures(model, train, opts: ModelOptions, profile) -> dict[str, Any]:
     """The composed mapping of the same model on ``profile``: its placement, stored synapses
     and their memory at the profile's weight precision (the composed cost model's rule)."""
     from ..compiler.pipeline import build_integer_graph, calibration_inputs
@@ -304,7 +305,8 @@ def composed_figures(model, train, seed: int, profile) -> dict[str, Any]:
     from ..ir.graph import HOST
 
     try:
-        graph = schedule(build_integer_graph(model, calibration_inputs(train.images, seed=seed)))
+        graph = schedule(build_integer_graph(model, calibration_inputs(
+            train.images, count=opts.calibration_count, seed=opts.seed)))
     except SdmNeuroError as e:  # the graded bundle does not need it: say why it is missing
         return {"error": str(e)}
     shapes = {p.name: p.shape for p in graph.populations}
@@ -314,15 +316,15 @@ def composed_figures(model, train, seed: int, profile) -> dict[str, Any]:
     return mapping_figures(check(graph, profile), synapses, synapses * bits // 8)
 
 
-def graded_manifest(target: str, ckpt, dataset: str, graph, threshold_scale: float | None,
-                    seed: int, profile, placement, comparison: dict) -> dict[str, Any]:
+def graded_manifest(target: str, ckpt, dataset: str, graph, opts: ModelOptions, profile,
+                    placement, comparison: dict) -> dict[str, Any]:
     """The manifest of a graded bundle, before
     :func:`~sdm_neuro.export.graded_bundle.write_graded_bundle` adds the format, the files and
     the network's description."""
     nodes = graph.nodes()
     return {
         **_manifest_head(target, ckpt, dataset, graph),
-        "quantization": {**_quantization_head(dataset, seed, threshold_scale),
+        "quantization": {**_quantization_head(dataset, opts),
                          "payload_bits": graph.meta.get("payload_bits"),
                          "nodes": graph.meta.get("quantization", {})},
         "lowering_passes": ["lower_graded", "calibrate_graded", "quantize_graded",
@@ -357,14 +359,13 @@ def _export_graded(opts: ModelOptions, target: str, profile: str | None,
         check_graded_deployable(graph)
     prof, placement = constraints(target, profile, allow_violations,
                                   graded_placement(graph, prof), ckpt.path)
-    comparison = {"composed": composed_figures(model, train, opts.seed, prof),
+    comparison = {"composed": composed_figures(model, train, opts, prof),
                   "graded": {**mapping_figures(placement,
                                                sum(n.synapses for n in placement.nodes),
                                                placement.memory_words * 8),
                              "colocated_cores": placement.colocated_cores}}
     manifest = write_graded_bundle(graph, out, graded_manifest(
-        target, ckpt, dataset, graph, opts.threshold_scale, opts.seed, prof, placement,
-        comparison), force=force)
+        target, ckpt, dataset, graph, opts, prof, placement, comparison), force=force)
     comparison["graded"]["bundle_bytes"] = bundle_bytes(manifest)
     return ExportResult("unet", target, out, manifest, prof, placement,
                         seconds=time.perf_counter() - t0, mapping="graded",

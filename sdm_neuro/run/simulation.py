@@ -20,8 +20,8 @@ from .checkpoints import set_threads
 from .outputs import check_outputs
 
 # simulate.json. Layout 1 (U-Net): tool, checkpoint, bundle, mode, sampler, steps, num, batch,
-# seed, threshold_scale, seconds, graph, counters_per_call (neuron_updates, host_macs, synops,
-# synops_total, spikes_total, events), layers (per population: shape, neurons, offset, its
+# seed, threshold_scale, calibration_images (None: the bundle's), seconds, graph,
+# counters_per_call (neuron_updates, host_macs, synops, synops_total, spikes_total, events), layers (per population: shape, neurons, offset, its
 # quantization, spikes_per_call, spike_rate, spike_agreement_with_float) and comparison; mapping
 # ("composed" when absent). The graded mapping adds counters_per_call.payloads_total and, per
 # relay, a layer entry with "relay" (its kind), scale, payloads_per_call and payload_rate. The file
@@ -105,7 +105,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              snn_steps: int | None = None, img_size: int | None = None, sampler: str = "ddpm",
              steps: int = 1000, num: int = 16, batch: int = 16, seed: int = 0,
              bundle: str | Path | None = None, mode: str = "ideal", mapping: str = "composed",
-             compare_every: int = 10,
+             compare_every: int = 10, calibration_images: int | None = None,
              input: str | Path | None = None, time_steps: int = 32, rate: float = 0.2,
              dt: float | None = None, threshold_scale: float | None = None,
              dataset: str | None = None, data_dir: str | Path | None = None,
@@ -124,7 +124,8 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     out = Path(out)
     check_outputs("simulate", out=out, force=force)
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
-                        dataset, as_path(data_dir), seed, as_path(bundle), notify)
+                        dataset, as_path(data_dir), seed, as_path(bundle), notify,
+                        calibration_images)
     set_threads(threads)
     from .feedforward import is_feedforward_bundle
 
@@ -191,6 +192,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         "mapping": "graded" if graded else "composed",
         "sampler": sampler, "steps": steps, "num": num, "batch": batch,
         "seed": seed, "threshold_scale": or_one(threshold_scale),
+        "calibration_images": None if opts.bundle is not None else opts.calibration_count,
         "seconds": {"build": round(t_build, 2), "integer_sampling": round(t_int, 2),
                     "float_sampling": round(t_float, 2)},
         "graph": ({"populations": len(graph.populations), "relays": len(graph.relays),

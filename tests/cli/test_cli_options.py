@@ -82,6 +82,8 @@ BAD_VALUES = [
     ("energy-report", "--batch", "0", INT), ("energy-report", "--calls", "0", INT),
     ("energy-report", "--steps", "0", INT), ("energy-report", "--steps", "-1", INT),
     ("energy-report", "--threshold-scale", "nan", POS), ("energy-report", "--seed", "-1", SEED),
+    ("simulate", "--calibration-images", "0", INT), ("export", "--calibration-images", "-1", INT),
+    ("energy-report", "--calibration-images", "1.5", "expected an integer"),
     ("export", "--threshold-scale", "inf", POS), ("export", "--num", "0", INT),
     ("export", "--dt", "nan", POS), ("export", "--time-steps", "0", INT),
     ("export", "--rate", "2", PROB), ("export", "--threads", "0", INT),
@@ -103,6 +105,23 @@ def test_bad_option_values_are_usage_errors(tmp_path, capsys, no_work, command, 
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"argument {option}: {limit}" in err
+    assert "work started" not in err and not out.exists()
+
+
+def test_calibration_images_are_refused_where_nothing_is_calibrated(tmp_path, capsys, no_work,
+                                                                    micro_bundle):
+    """A bundle's quantization is fixed; a NIR graph calibrates on its input: the option would
+    be ignored there, so it is an error before any work."""
+    out = tmp_path / "o"
+    assert cli(["simulate", "--bundle", str(micro_bundle[0]), "--calibration-images", "8",
+                "--out", str(out), "--quiet"]) == 2
+    assert "--calibration-images: a bundle's quantization was fixed at export" in \
+        capsys.readouterr().err
+    nir = tmp_path / "net.nir"
+    nir.write_bytes(b"")
+    assert cli(["export", str(nir), "--calibration-images", "8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{nir}: --calibration-images calibrates a U-Net checkpoint" in err
     assert "work started" not in err and not out.exists()
 
 

@@ -88,9 +88,11 @@ def test_export_of_a_reference_format_checkpoint(tmp_path, tiny_config_ch4):
                 "x_T": torch.randn(2, 1, 8, 8)}, path)
     out = tmp_path / "bundle"
     assert cli(["export", str(path), "--img-size", "8", "--snn-steps", "2", "--dataset",
-                "digits", "--out", str(out)]) == 0
+                "digits", "--calibration-images", "5", "--out", str(out)]) == 0
     graph, manifest = read_bundle(out)
     assert manifest["checkpoint"]["kind"] == "reference" and graph.config.ch == 4
+    calib = manifest["quantization"]["calibration"]
+    assert (calib["images"], calib["batch_size"], calib["seed"]) == (5, 32, 0)
 
 
 # ---------------------------------------------------------------------------------------------

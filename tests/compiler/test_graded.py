@@ -64,6 +64,21 @@ def test_graded_lowering_reproduces_model(name, threshold, randomized):
     torch.testing.assert_close(eps_g.double(), eps, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_streamed_calibration_run_observes_and_returns_the_same(name, randomized):
+    """keep=False (calibration: each output dropped after its last reader) gives the same eps
+    and the same observed ranges, bit for bit, as the run that keeps every output."""
+    cfg = CONFIGS[name]
+    torch.manual_seed(0)
+    graph = lower_graded(randomized(SpikingUNet(cfg)).double().eval())
+    x, t = _inputs(cfg)
+    seen_all, seen_streamed = {}, {}
+    eps_all, out_all = run_float_graded(graph, x.double(), t, observe=seen_all)
+    eps_s, out_s = run_float_graded(graph, x.double(), t, observe=seen_streamed, keep=False)
+    assert torch.equal(eps_all, eps_s) and seen_all == seen_streamed
+    assert len(out_all) == len(graph.nodes()) and set(out_s) == {graph.output}
+
+
 def test_every_conv_is_one_shared_kernel(randomized):
     """One conv connection per conv of the model (the 1x1 shortcut split per skip input), each
     with the model's kernel shape; relays only for block outputs, shortcuts and upsamples."""

@@ -20,7 +20,7 @@ def quantized(request, randomized, tiny_config_ch4_t3):
     torch.manual_seed(4)
     model = randomized(SpikingUNet(tiny_config_ch4_t3.replace(tsm=request.param)).eval(), 4)
     images = torch.rand(96, 1, 8, 8) * 2 - 1
-    calib = calibration_inputs(images, batches=2, batch_size=16)
+    calib = calibration_inputs(images, count=32, batch_size=16)
     return build_integer_graph(model, calib), calib
 
 
@@ -134,3 +134,30 @@ def test_integer_simulator_is_batch_size_invariant_with_mixed_t(quantized):
         assert torch.equal(eps, eps_all[lo:hi]), (lo, hi)
         for name, s in spk.items():
             assert torch.equal(s, spk_all[name][:, lo:hi]), (name, lo, hi)
+
+
+def test_calibration_set_is_count_images_in_batches_and_the_default_is_unchanged():
+    """``--calibration-images N``: N images in batches of at most 32, the last one partial; the
+    default (128) draws exactly what the 4 x 32 calibration of earlier bundles drew, transcribed
+    here from the DDPM forward process (linear betas 1e-4..0.02 over 1000 steps)."""
+    from sdm_neuro.errors import UsageError
+
+    images = torch.rand(50, 1, 8, 8) * 2 - 1
+    got = calibration_inputs(images, count=70, seed=3)
+    assert [len(t) for _, t in got] == [32, 32, 6]
+    assert all(x.shape == (len(t), 1, 8, 8) for x, t in got)
+    with pytest.raises(UsageError, match="at least one image"):
+        calibration_inputs(images, count=0)
+
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    gen = torch.Generator().manual_seed(0)
+    default = calibration_inputs(images)
+    assert len(default) == 4
+    for x, t in default:
+        idx = torch.randint(50, (32,), generator=gen)
+        want_t = torch.randint(1000, (32,), generator=gen)
+        noise = torch.randn((32, 1, 8, 8), generator=gen)
+        a = abar[want_t].view(-1, 1, 1, 1)
+        want = (a.sqrt() * images[idx] + (1 - a).sqrt() * noise).float()
+        assert torch.equal(t, want_t)
+        assert torch.allclose(x, want, atol=1e-6)

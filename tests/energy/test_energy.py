@@ -31,7 +31,7 @@ def tiny(tiny_config_ch4_t3):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.bias.data.fill_(0.3)
     graph = build_integer_graph(model, calibration_inputs(torch.rand(8, 1, 8, 8) * 2 - 1,
-                                                          batches=1, batch_size=4))
+                                                          count=4, batch_size=4))
     return model, graph
 
 

@@ -25,7 +25,7 @@ def _same(a, b) -> bool:
 def test_bundle_round_trip_is_exact(tmp_path, randomized, tiny_config_ch4, tsm):
     model = randomized(SpikingUNet(tiny_config_ch4.replace(tsm=tsm, snn_steps=3)).eval())
     graph = schedule(build_integer_graph(model, calibration_inputs(
-        torch.rand(32, 1, 8, 8) * 2 - 1, batches=1, batch_size=16)))
+        torch.rand(32, 1, 8, 8) * 2 - 1, count=16, batch_size=16)))
     write_bundle(graph, tmp_path, {"target": "nir"})
     nir.read(tmp_path / NIR_FILE)  # plain NIR, type checking on
     back, manifest = read_bundle(tmp_path)

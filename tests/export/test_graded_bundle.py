@@ -40,7 +40,7 @@ def written(tmp_path_factory, randomized, tiny_config_ch4):
     torch.manual_seed(0)
     model = randomized(SpikingUNet(tiny_config_ch4))
     graph = schedule_graded(build_graded_graph(model, calibration_inputs(
-        torch.rand(16, 1, 8, 8) * 2 - 1, batches=1, batch_size=8)))
+        torch.rand(16, 1, 8, 8) * 2 - 1, count=8, batch_size=8)))
     out = tmp_path_factory.mktemp("graded") / "b"
     write_graded_bundle(graph, out, {"target": "nir", "model_config": graph.config.to_dict(),
                                      "quantization": {"nodes": graph.meta["quantization"]}})
@@ -101,7 +101,7 @@ def test_network_holds_the_shared_kernels_as_conv2d_nodes(written):
 def test_smaller_than_the_composed_bundle(written, tmp_path):
     out, graph, model = written
     composed = schedule(build_integer_graph(model, calibration_inputs(
-        torch.rand(16, 1, 8, 8) * 2 - 1, batches=1, batch_size=8)))
+        torch.rand(16, 1, 8, 8) * 2 - 1, count=8, batch_size=8)))
     with atomic_dir(tmp_path / "c") as tmp:
         man = write_bundle(composed, tmp, {"target": "nir"})
     assert bundle_bytes(bundle_manifest(out)) < bundle_bytes(man)

@@ -35,7 +35,7 @@ def test_random_small_configurations_are_bit_exact(randomized, host_reference,
     if threshold is not None:
         model.set_threshold(threshold)
     images = torch.rand(64, cfg.img_ch, cfg.img_size, cfg.img_size) * 2 - 1
-    graph = build_integer_graph(model, calibration_inputs(images, batches=2, batch_size=16))
+    graph = build_integer_graph(model, calibration_inputs(images, count=32, batch_size=16))
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(2, cfg.img_ch, cfg.img_size, cfg.img_size, generator=g) * 2 - 1
     assert_lava_bit_exact(graph, x, torch.tensor([7, 640]), host_reference)
@@ -53,7 +53,7 @@ def test_tsm_models_are_bit_exact_through_time_gated_relays(randomized, host_ref
     model = randomized(SpikingUNet(cfg).eval(), 3)
     model.set_threshold(0.9)
     graph = build_integer_graph(model, calibration_inputs(torch.rand(32, 1, 8, 8) * 2 - 1,
-                                                          batches=2, batch_size=16))
+                                                          count=32, batch_size=16))
     assert all(relayed(p) for p in graph.projections if p.dst != "host")
     assert len(set(graph.host.pixel_gain)) > 1  # the stem's bias changes per step too
     x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
@@ -74,7 +74,7 @@ def test_split_matrix_with_a_negative_weight_exp_is_bit_exact(randomized, host_r
     torch.manual_seed(0)
     model = randomized(SpikingUNet(cfg).eval(), 0)
     images = torch.rand(64, cfg.img_ch, cfg.img_size, cfg.img_size) * 2 - 1
-    graph = build_integer_graph(model, calibration_inputs(images, batches=2, batch_size=16))
+    graph = build_integer_graph(model, calibration_inputs(images, count=32, batch_size=16))
     i, up = next((i, p) for i, p in enumerate(graph.projections)
                  if p.upsample > 1 and p.dst != "host")
     g = torch.Generator().manual_seed(0)

@@ -289,7 +289,7 @@ def _graded(model, seed: int, n_images: int = 32):
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(n_images, cfg.img_ch, cfg.img_size, cfg.img_size, generator=g) * 2 - 1
-    calib = calibration_inputs(images, batches=2, batch_size=16, seed=seed)
+    calib = calibration_inputs(images, count=32, batch_size=16, seed=seed)
     return schedule_graded(build_graded_graph(model, calib))
 
 

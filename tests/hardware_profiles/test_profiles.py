@@ -111,7 +111,7 @@ def graph(tiny_config_ch4_t3):
     cfg = tiny_config_ch4_t3
     model = SpikingUNet(cfg).eval()
     return build_integer_graph(model, calibration_inputs(torch.rand(8, 1, 8, 8) * 2 - 1,
-                                                         batches=1, batch_size=4))
+                                                         count=4, batch_size=4))
 
 
 def test_fan_in_counts_distinct_source_neurons(graph):

@@ -80,7 +80,7 @@ def graphs(randomized, tiny_config_ch4_t3):
         torch.manual_seed(1)
         model = randomized(SpikingUNet(tiny_config_ch4_t3.replace(tsm=tsm)).eval())
         images = torch.rand(64, 1, 8, 8) * 2 - 1
-        out[tsm] = build_integer_graph(model, calibration_inputs(images, batches=2,
+        out[tsm] = build_integer_graph(model, calibration_inputs(images, count=32,
                                                                  batch_size=16))
     return out
 
