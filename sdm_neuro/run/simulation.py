@@ -21,8 +21,9 @@ from .outputs import check_outputs
 
 # simulate.json. Layout 1 (U-Net): tool, checkpoint, bundle, mode, sampler, steps, num, batch,
 # seed, threshold_scale, calibration_images (None: the bundle's), seconds, graph,
-# counters_per_call (neuron_updates, host_macs, synops, synops_total, spikes_total, events), layers (per population: shape, neurons, offset, its
-# quantization, spikes_per_call, spike_rate, spike_agreement_with_float) and comparison; mapping
+# counters_per_call (neuron_updates, host_macs, synops, synops_total, spikes_total, events),
+# layers (per population: shape, neurons, offset, its quantization, spikes_per_call, spike_rate,
+# spike_agreement_with_float) and comparison; mapping
 # ("composed" when absent). The graded mapping adds counters_per_call.payloads_total and, per
 # relay, a layer entry with "relay" (its kind), scale, payloads_per_call and payload_rate. The file
 # carries no version key: a report without one is layout 1. A feed-forward run writes its own
