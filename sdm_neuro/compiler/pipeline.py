@@ -16,9 +16,9 @@ from ..ir.graph import DeployGraph
 from .lower import lower
 from .quantize_graph import calibrate, quantize
 
-# The CLI's calibration set: its default size (--calibration-images) and the batch it is run in
-# (recorded in bundles). Calibration keeps per-layer ranges only, so memory follows the batch,
-# time the number of images.
+# The CLI's calibration set: its default size (--calibration-images) and the batches it is drawn
+# in (recorded in bundles). The float run takes quantize_graph.CALIBRATION_CHUNK images at a time
+# and keeps per-layer ranges only, so time grows with the images and memory does not.
 CALIBRATION = {"images": 128, "batch_size": 32}
 
 LOWERING_PASSES = (

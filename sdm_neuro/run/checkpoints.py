@@ -87,6 +87,12 @@ class ModelOptions:
         return CALIBRATION["images"] if self.calibration_images is None else \
             self.calibration_images
 
+    def calibration_set(self, images):
+        """The calibration inputs drawn from ``images`` (a dataset's training images)."""
+        from ..compiler.pipeline import calibration_inputs
+
+        return calibration_inputs(images, count=self.calibration_count, seed=self.seed)
+
     @property
     def is_nir(self) -> bool:
         """The checkpoint is a NIR graph (a feed-forward SNN), not a U-Net."""
@@ -131,7 +137,7 @@ def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None,
     them: a :class:`~sdm_neuro.ir.graph.DeployGraph` (``mapping`` "composed") or a
     :class:`~sdm_neuro.ir.graded.GradedGraph` ("graded"). ``sampling``: (sampler, steps) to
     check against the model before the calibration."""
-    from ..compiler.pipeline import build_integer_graph, calibration_inputs
+    from ..compiler.pipeline import build_integer_graph
     from ..compiler.quantize_graded import build_graded_graph
     from ..data import load_dataset
 
@@ -148,8 +154,7 @@ def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None,
     train = load_dataset(dataset, split="train", data_dir=options.data_dir,
                          img_size=ckpt.config.img_size)
     build = build_graded_graph if mapping == "graded" else build_integer_graph
-    graph = build(model, calibration_inputs(train.images, count=options.calibration_count,
-                                            seed=options.seed))
+    graph = build(model, options.calibration_set(train.images))
     return model, ckpt, dataset, train, graph
 
 

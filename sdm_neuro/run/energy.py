@@ -54,7 +54,7 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     "composed", "graded" or "both". ``stats`` stands for the activity of the mapping its run
     simulated (its ``mapping`` key, composed when absent); another mapping is measured. (The
     first paragraph is the command's ``--help`` description.)"""
-    from ..compiler.pipeline import build_integer_graph, calibration_inputs
+    from ..compiler.pipeline import build_integer_graph
     from ..compiler.quantize_graded import build_graded_graph
     from ..energy.mappings import selected
     from .simulation import read_simulate_stats
@@ -105,8 +105,7 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     for m in mappings:  # the other mapping: built as deploy builds it, on the same calibration
         if m not in graphs:
             build = build_graded_graph if m == "graded" else build_integer_graph
-            graphs[m] = build(model, calibration_inputs(train.images, count=opts.calibration_count,
-                                                        seed=opts.seed))
+            graphs[m] = build(model, opts.calibration_set(train.images))
             if opts.bundle is not None:
                 opts.note(f"{opts.bundle}: the {m} mapping is not the bundle's; it is built from "
                           f"the checkpoint {ckpt_path}.")

@@ -297,7 +297,7 @@ def mapping_figures(placement, synapses: int, memory_bytes: int | None) -> dict[
 def composed_figures(model, train, opts: ModelOptions, profile) -> dict[str, Any]:
     """The composed mapping of the same model on ``profile``: its placement, stored synapses
     and their memory at the profile's weight precision (the composed cost model's rule)."""
-    from ..compiler.pipeline import build_integer_graph, calibration_inputs
+    from ..compiler.pipeline import build_integer_graph
     from ..compiler.schedule import schedule
     from ..errors import SdmNeuroError
     from ..hardware_profiles.constraints import NEEDED_WEIGHT_BITS, check
@@ -305,8 +305,7 @@ def composed_figures(model, train, opts: ModelOptions, profile) -> dict[str, Any
     from ..ir.graph import HOST
 
     try:
-        graph = schedule(build_integer_graph(model, calibration_inputs(
-            train.images, count=opts.calibration_count, seed=opts.seed)))
+        graph = schedule(build_integer_graph(model, opts.calibration_set(train.images)))
     except SdmNeuroError as e:  # the graded bundle does not need it: say why it is missing
         return {"error": str(e)}
     shapes = {p.name: p.shape for p in graph.populations}
