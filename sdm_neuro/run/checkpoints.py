@@ -70,6 +70,10 @@ class ModelOptions:
     calibration_images: int | None = None  # None: the compiler's default
 
     def __post_init__(self) -> None:
+        # Refused, not ignored, where nothing is calibrated (either kind of bundle, a NIR graph).
+        if self.calibration_images is not None and self.bundle is not None:
+            raise UsageError("--calibration-images: a bundle's quantization was fixed at export; "
+                             "export again with --calibration-images.")
         if self.calibration_images is not None and self.is_nir:
             raise UsageError(f"{self.checkpoint}: --calibration-images calibrates a U-Net "
                              "checkpoint; a NIR graph is calibrated on --input (or --num random "
@@ -169,9 +173,6 @@ def from_bundle(options: ModelOptions):
     if options.threshold_scale is not None:
         raise UsageError("--threshold-scale: a bundle's thresholds were fixed at export; "
                          "export again with --threshold-scale.")
-    if options.calibration_images is not None:
-        raise UsageError("--calibration-images: a bundle's quantization was fixed at export; "
-                         "export again with --calibration-images.")
     graded = bundle_format(options.bundle) == GRADED_BUNDLE_FORMAT
     graph, manifest = (read_graded_bundle if graded else read_bundle)(options.bundle)
     src = manifest.get("checkpoint") or {}

@@ -117,6 +117,12 @@ def test_calibration_images_are_refused_where_nothing_is_calibrated(tmp_path, ca
                 "--out", str(out), "--quiet"]) == 2
     assert "--calibration-images: a bundle's quantization was fixed at export" in \
         capsys.readouterr().err
+    # before the bundle is read: a feed-forward bundle, energy-report's bundle too
+    for cmd in ("simulate", "energy-report"):
+        assert cli([cmd, "--bundle", str(tmp_path), "--calibration-images", "8",
+                    "--out", str(out), "--quiet"]) == 2
+        assert "--calibration-images: a bundle's quantization was fixed at export" in \
+            capsys.readouterr().err
     nir = tmp_path / "net.nir"
     nir.write_bytes(b"")
     assert cli(["export", str(nir), "--calibration-images", "8", "--out", str(out)]) == 2
