@@ -1,6 +1,6 @@
 """Float reference execution of a (lowered, unquantized) deployment graph: the check that
 lowering preserved the model. IF semantics as the PyTorch model (``v >= threshold``, hard
-reset); arithmetic in float64."""
+reset); arithmetic in float64, or float32 for calibration (``dtype``)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def _gain(proj: Projection, steps: int, dtype: torch.dtype) -> torch.Tensor:
 @torch.no_grad()
 def run_float_graph(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *,
                     observe: dict[str, list[float]] | None = None,
+                    dtype: torch.dtype = torch.float64,
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(eps [B, C, H, W] float32, spikes per population [T, B, C, H, W] float64).
+    """(eps [B, C, H, W] float32, spikes per population [T, B, C, H, W] in ``dtype``).
 
     ``observe``: filled with ``[max v, min v, max |current|, max |bias current|]`` per
     population (v before the threshold test), for calibration."""
@@ -43,15 +44,16 @@ def run_float_graph(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *,
     def current(dst: str) -> torch.Tensor:
         total = 0
         for p in graph.inputs(dst):
-            total = total + _gain(p, steps, torch.float64) * project(p, spikes[p.src], p.weight)
+            total = total + _gain(p, steps, dtype) * project(p, spikes[p.src],
+                                                             p.weight.to(dtype))
         return total
 
     for pop in graph.populations:
         c, h, w = pop.shape
-        bias = per_call_bias(graph, pop, t, pixels)
+        bias = per_call_bias(graph, pop, t, pixels).to(dtype)
         drive = (current(pop.name) + bias).expand(steps, x.shape[0], c, h, w)
         spikes[pop.name] = fire_float(pop.name, drive, bias, pop.threshold, observe)
-    h = current(HOST) + graph.host.tail_bias[:, None, :, None, None]
+    h = current(HOST) + graph.host.tail_bias[:, None, :, None, None].to(dtype)
     return decoder_tail(graph, h), spikes
 
 
@@ -67,7 +69,7 @@ def fire_float(name: str, drive: torch.Tensor, bias: torch.Tensor, threshold: fl
         lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
         fired = v >= threshold
         v = torch.where(fired, torch.zeros_like(v), v)
-        out.append(fired.to(torch.float64))
+        out.append(fired.to(drive.dtype))
     if observe is not None:
         observe[name] = [hi, lo, float(drive.abs().max()), float(bias.abs().max())]
     return torch.stack(out)

@@ -1,6 +1,7 @@
 """Float reference execution of a (lowered, unquantized) graded graph: the check that the graded
 lowering preserved the model, and the calibration run of its quantizer. IF semantics as the
-PyTorch model (``v >= threshold``, hard reset); arithmetic in float64.
+PyTorch model (``v >= threshold``, hard reset); arithmetic in float64, or float32 for
+calibration (``dtype``).
 
 A relay's value is its payload part (the sum of its inputs) plus its carried constant ``bias``;
 connections read the payload part only, because every reader already holds the constant.
@@ -33,10 +34,11 @@ def add_float(conn: Connection, z: torch.Tensor, total: torch.Tensor) -> None:
 
 @torch.no_grad()
 def run_float_graded(graph: GradedGraph, x: torch.Tensor, t: torch.Tensor, *,
-                     observe: dict[str, list[float]] | None = None, keep: bool = True
+                     observe: dict[str, list[float]] | None = None, keep: bool = True,
+                     dtype: torch.dtype = torch.float64,
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(eps [B, C, H, W] float32, every node's output [T, B, C, H, W] float64: spikes of a
-    population, the payload part of a relay).
+    """(eps [B, C, H, W] float32, every node's output [T, B, C, H, W] in ``dtype``: spikes of
+    a population, the payload part of a relay).
 
     ``observe``: per population ``[max v, min v, max |current|, max |bias current|]`` (v before
     the threshold test), per relay ``[max |payload part|]``, for calibration. ``keep=False``
@@ -51,7 +53,7 @@ def run_float_graded(graph: GradedGraph, x: torch.Tensor, t: torch.Tensor, *,
     out: dict[str, torch.Tensor] = {}
     for i, node in enumerate(graph.nodes()):
         c, h, w = node.shape
-        total = torch.zeros(steps, batch, c, h, w, dtype=torch.float64)
+        total = torch.zeros(steps, batch, c, h, w, dtype=dtype)
         for conn in graph.inputs(node.name):
             add_float(conn, out[conn.src], total)
         if not keep:  # outputs whose last reader this was
@@ -63,8 +65,8 @@ def run_float_graded(graph: GradedGraph, x: torch.Tensor, t: torch.Tensor, *,
             if observe is not None:
                 observe[node.name] = [float(total.abs().max())]
             continue
-        bias = per_call_bias(graph, node, t, pixels)
+        bias = per_call_bias(graph, node, t, pixels).to(dtype)
         drive = (total + bias).expand(steps, batch, c, h, w)
         out[node.name] = fire_float(node.name, drive, bias, node.threshold, observe)
-    final = out[graph.output] + graph.relay(graph.output).bias[:, None, :, None, None]
+    final = out[graph.output] + graph.relay(graph.output).bias[:, None, :, None, None].to(dtype)
     return decoder_tail(graph, final), out

@@ -14,10 +14,11 @@ from ..errors import UsageError
 from ..models.unet import SpikingUNet
 from ..ir.graph import DeployGraph
 from .lower import lower
-from .quantize_graph import calibrate, quantize
+from .calibrate import Calibration, Inputs, as_calibration
+from .quantize_graph import incoming_weight_max, neuron_choices, quantize
 
 # The CLI's calibration set: its default size (--calibration-images) and the batches it is drawn
-# in (recorded in bundles). The float run takes quantize_graph.CALIBRATION_CHUNK images at a time
+# in (recorded in bundles). The float run takes calibrate.CALIBRATION_CHUNK images at a time
 # and keeps per-layer ranges only, so time grows with the images and memory does not.
 CALIBRATION = {"images": 128, "batch_size": 32}
 
@@ -27,7 +28,8 @@ LOWERING_PASSES = (
      "pixel conv and the decoder tail kept on the host"),
     ("calibrate: drive, bias and membrane ranges per population on training images noised at "
      f"uniformly random t (--calibration-images, default {CALIBRATION['images']}, in batches of "
-     f"{CALIBRATION['batch_size']})"),
+     f"{CALIBRATION['batch_size']}), one float32 run of the graded graph (the composed one for "
+     "TSM), float64 when a choice lies within 2**-10 of its boundary"),
     ("quantize (Loihi 2 fixed point): vth a power of two; 8-bit even weights with a "
      "weight_exp per projection; 13-bit bias mantissas with a bias_exp per population"),
     ("schedule: window offsets (longest path from the stem) and balancing synaptic delays for "
@@ -55,14 +57,20 @@ def calibration_inputs(images: torch.Tensor, *, count: int = CALIBRATION["images
     return out
 
 
-def build_integer_graph(model: SpikingUNet, calibration: list[tuple[torch.Tensor, torch.Tensor]]
-                        ) -> DeployGraph:
-    """Lower (in float64), calibrate on ``calibration`` and quantize. The host decoder keeps
-    the model's own float32 parameters."""
+def build_integer_graph(model: SpikingUNet, calibration: Calibration | Inputs) -> DeployGraph:
+    """Lower (in float64), calibrate on ``calibration`` (see :mod:`.calibrate`) and quantize.
+    The host decoder keeps the model's own float32 parameters."""
     graph = lower(copy.deepcopy(model).double())
     tail = {k: v.float() for k, v in graph.host.tail.items()}
     graph = graph.replace(host=dataclasses.replace(graph.host, tail=tail))
-    return quantize(graph, calibrate(graph, calibration))
+    wmaxes = incoming_weight_max(graph)
+
+    def choose(stats):
+        return {k: (n.vth, n.bias_exp) for k, n in neuron_choices(graph, stats, wmaxes).items()}
+
+    stats, dtype = as_calibration(model, calibration).ranges(choose, own=graph)
+    graph = quantize(graph, neuron_choices(graph, stats, wmaxes))
+    return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).split(".")[1]})
 
 
 @dataclass

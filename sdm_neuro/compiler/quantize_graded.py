@@ -22,40 +22,20 @@ counts ``conv_wrap`` and ``relay_overflow`` (a payload outside the profile's wid
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
-import torch
 
 from ..errors import ConfigError
 from ..ir.fixed_point import ACT_SHIFT, WEIGHT_EXP_MAX, WEIGHT_EXP_MIN, WEIGHT_MAX
 from ..ir.graded import Connection, GradedGraph
 from ..ir.graph import NeuronParams
 from ..models.unet import SpikingUNet
-from .lower_graded import lower_graded
-from .quantize_graph import MARGIN, PopulationStats, choose_neuron, observe_ranges, quantize_weight
+from .calibrate import Calibration, Inputs, Stats, as_calibration
+from .lower_graded import check_graded_lowerable
+from .quantize_graph import MARGIN, NeuronChoice, choose_neuron, quantize_weight
 
 PAYLOAD_BITS = 24  # Loihi 2's graded payload as Lava and Intel's code use it (reference, sec. 5)
-
-
-def calibrate_graded(graph: GradedGraph, inputs: list[tuple[torch.Tensor, torch.Tensor]]
-                     ) -> dict[str, PopulationStats | float]:
-    """Float ranges: per population :class:`PopulationStats` (in thresholds), per relay the
-    largest |payload part| (float units)."""
-    from ..simulators.graded_float import run_float_graded
-
-    acc = observe_ranges(lambda x, t, seen: run_float_graded(graph, x, t, observe=seen,
-                                                             keep=False), inputs)
-    out: dict[str, PopulationStats | float] = {r.name: acc[r.name][0] for r in graph.relays}
-    tables = graph.host.temb_table
-    for pop in graph.populations:
-        v_max, v_min, drive, bias = acc[pop.name]
-        if pop.temb_block is not None:  # every t, not only the calibration ones
-            bias = max(bias, float(pop.bias.abs().max() + tables[pop.temb_block].abs().max()))
-        th = pop.threshold
-        out[pop.name] = PopulationStats(v_max / th, v_min / th, drive / th, bias / th)
-    return out
 
 
 def _pow2(x: float, th: float, up: bool) -> float:
@@ -74,21 +54,20 @@ def _shift(src_scale: float, dst_unit: float, where: str) -> int:
     return k
 
 
-def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float], *,
-                    payload_bits: int = PAYLOAD_BITS) -> GradedGraph:
-    """Integer parameters for every population, relay and connection."""
+def graded_choices(graph: GradedGraph, stats: Stats, payload_bits: int = PAYLOAD_BITS
+                   ) -> tuple[dict[str, float], dict[str, NeuronChoice]]:
+    """The quantizer's only use of ranges: every relay's payload LSB (float units) and every
+    population's :class:`NeuronChoice`."""
     thresholds = {p.threshold for p in graph.populations}
     if len(thresholds) != 1:
         raise ConfigError("the graded mapping needs one threshold for every IF layer (its units "
                           f"are that threshold times powers of two); got {sorted(thresholds)}.")
     th = thresholds.pop()
     payload_max = (1 << (payload_bits - 1)) - 1
-    scale: dict[str, float] = {}          # src -> float units of one output LSB (spike = 1)
-    conns = {id(c): c for c in graph.connections}
-    pops, relays, report = {}, {}, {}
+    scale: dict[str, float] = {}          # relay -> float units of one payload LSB
 
-    def src_scale(c: Connection) -> float:
-        return scale[c.src]
+    def unit_of(src: str) -> float:
+        return relay_unit(src) if graph.is_relay(src) else 1.0  # a spike is 1
 
     def relay_unit(name: str) -> float:
         """A relay's payload LSB (needs only its conv sources' scales and its readers')."""
@@ -100,8 +79,7 @@ def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float
             return 1.0
         ins = graph.inputs(name)
         convs = [c for c in ins if c.kind == "conv"]
-        unit = {c.src: 1.0 if not graph.is_relay(c.src) else relay_unit(c.src)
-                for c in (convs or ins)}
+        unit = {c.src: unit_of(c.src) for c in (convs or ins)}
         # The unit is set by the convs: the finest at which each conv's largest weight is a
         # mantissa of 254 with an exponent >= 0. An identity adds a stream at that resolution
         # (its finer bits floor away) and never refines it: refining by every input would make
@@ -120,10 +98,31 @@ def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float
         scale[name] = r
         return r
 
+    for r in graph.relays:  # an upsample relay's payloads are spikes: 1.0
+        relay_unit(r.name)
+    neurons = {}
+    for pop in graph.populations:
+        wmaxes = [float(c.weight.abs().max()) if c.kind == "conv"
+                  else WEIGHT_MAX * unit_of(c.src) for c in graph.inputs(pop.name)]
+        neurons[pop.name] = choose_neuron(pop.name, pop.threshold, stats[pop.name], wmaxes)
+    return scale, neurons
+
+
+def quantize_graded(graph: GradedGraph, stats: Stats, *, payload_bits: int = PAYLOAD_BITS
+                    ) -> GradedGraph:
+    """Integer parameters for every population, relay and connection."""
+    relay_scale, neurons = graded_choices(graph, stats, payload_bits)
+    scale = {**relay_scale, **{p.name: 1.0 for p in graph.populations}}  # node -> output LSB
+    conns = {id(c): c for c in graph.connections}
+    pops, relays, report = {}, {}, {}
+
+    def src_scale(c: Connection) -> float:
+        return scale[c.src]
+
     for node in graph.nodes():
         ins = graph.inputs(node.name)
         if graph.is_relay(node.name):
-            r = relay_unit(node.name)  # 1.0 for an upsample relay: its payloads are spikes
+            r = scale[node.name]
             if node.binary:
                 relays[node.name] = dataclasses.replace(node, scale=r)
                 continue
@@ -141,9 +140,7 @@ def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float
             report[node.name] = {"scale": r, "payload_max": stats[node.name] / r,
                                  "weights_clipped": clipped}
             continue
-        wmaxes = [float(c.weight.abs().max()) if c.kind == "conv"
-                  else WEIGHT_MAX * src_scale(c) for c in ins]
-        n = choose_neuron(node.name, node.threshold, stats[node.name], wmaxes)
+        n = neurons[node.name]
         unit = (1 << ACT_SHIFT) * n.q  # float value of one a_in unit
         clipped = 0
         for c in ins:
@@ -154,7 +151,6 @@ def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float
             else:
                 conns[id(c)] = dataclasses.replace(
                     c, weight_exp=_shift(src_scale(c), unit, f"{c.src} -> {c.dst}"))
-        scale[node.name] = 1.0
         pops[node.name] = dataclasses.replace(node, scale=n.q, lif=NeuronParams(
             vth=n.vth, bias_exp=n.bias_exp))
         report[node.name] = {"vth": n.vth, "scale": n.q, "bias_exp": n.bias_exp,
@@ -166,11 +162,21 @@ def quantize_graded(graph: GradedGraph, stats: dict[str, PopulationStats | float
                          connections=tuple(conns[id(c)] for c in graph.connections), meta=meta)
 
 
-def build_graded_graph(model: SpikingUNet, calibration: list[tuple[torch.Tensor, torch.Tensor]],
+def build_graded_graph(model: SpikingUNet, calibration: Calibration | Inputs,
                        *, payload_bits: int = PAYLOAD_BITS) -> GradedGraph:
-    """Lower to the graded mapping (float64), calibrate on ``calibration`` and quantize. The
-    host decoder keeps the model's own float32 parameters."""
-    graph = lower_graded(copy.deepcopy(model).double())
+    """Lower to the graded mapping (float64), calibrate on ``calibration`` (see
+    :mod:`.calibrate`) and quantize. The host decoder keeps the model's own float32
+    parameters."""
+    check_graded_lowerable(model)
+    calibration = as_calibration(model, calibration)
+    graph = calibration.graph()
     tail = {k: v.float() for k, v in graph.host.tail.items()}
     graph = graph.replace(host=dataclasses.replace(graph.host, tail=tail))
-    return quantize_graded(graph, calibrate_graded(graph, calibration), payload_bits=payload_bits)
+
+    def choose(stats):
+        scales, neurons = graded_choices(graph, stats, payload_bits)
+        return scales, {k: (n.vth, n.bias_exp) for k, n in neurons.items()}
+
+    stats, dtype = calibration.ranges(choose)
+    graph = quantize_graded(graph, stats, payload_bits=payload_bits)
+    return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).split(".")[1]})

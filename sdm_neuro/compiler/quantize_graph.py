@@ -38,44 +38,6 @@ class PopulationStats:
     bias_max: float     # largest |per-call bias current|
 
 
-CALIBRATION_CHUNK = 8  # images per float run: the run's memory, not the calibration set
-
-
-def observe_ranges(run, inputs: list[tuple[torch.Tensor, torch.Tensor]]
-                   ) -> dict[str, list[float]]:
-    """``run(x, t, observed)`` over ``inputs`` in chunks of :data:`CALIBRATION_CHUNK` images,
-    the ranges merged: ``[max v, min v, max |current|, max |bias|]`` per population,
-    ``[max |payload|]`` per relay. Maxima and minima over chunks are those over the batch."""
-    acc: dict[str, list[float]] = {}
-    for xs, ts in inputs:
-        for i in range(0, len(xs), CALIBRATION_CHUNK):
-            seen: dict[str, list[float]] = {}
-            run(xs[i:i + CALIBRATION_CHUNK], ts[i:i + CALIBRATION_CHUNK], seen)
-            for k, v in seen.items():
-                old = acc.get(k)
-                acc[k] = v if old is None else [min(a, b) if j == 1 else max(a, b)
-                                                for j, (a, b) in enumerate(zip(old, v))]
-    return acc
-
-
-def calibrate(graph: DeployGraph, inputs: list[tuple[torch.Tensor, torch.Tensor]]
-              ) -> dict[str, PopulationStats]:
-    """Run the float graph on ``(x_t, t)`` batches and record each population's ranges."""
-    from ..simulators.float_graph import run_float_graph
-
-    acc = observe_ranges(lambda x, t, seen: run_float_graph(graph, x, t, observe=seen), inputs)
-    tables = graph.host.temb_table
-    out = {}
-    for pop in graph.populations:
-        v_max, v_min, drive, bias = acc[pop.name]
-        if pop.temb_block is not None:  # every t, not only the calibration ones
-            full = pop.bias.abs().max() + tables[pop.temb_block].abs().max().double()
-            bias = max(bias, float(full))
-        th = pop.threshold
-        out[pop.name] = PopulationStats(v_max / th, v_min / th, drive / th, bias / th)
-    return out
-
-
 def even_round(w: torch.Tensor, lsb: float) -> tuple[torch.Tensor, int]:
     """Even integers nearest to ``w / lsb``, clipped to [-256, 254]; and how many clipped."""
     q = 2 * torch.round(w / (2 * lsb))
@@ -149,14 +111,30 @@ def choose_neuron(name: str, threshold: float, st: PopulationStats, wmaxes: list
     return NeuronChoice(vth, q, bias_exp, rng, bias_lsb > BIAS_MAX * 2**BIAS_EXP_MAX)
 
 
-def quantize(graph: DeployGraph, stats: dict[str, PopulationStats]) -> DeployGraph:
-    """Integer parameters for every population and projection (host projections stay float)."""
+def incoming_weight_max(graph: DeployGraph) -> dict[str, list[float]]:
+    """Per population, the largest |float weight| (times its TSM gain) of each projection in."""
+    out: dict[str, list[float]] = {p.name: [] for p in graph.populations}
+    for p in graph.projections:
+        if p.dst in out:
+            out[p.dst].append(float(p.weight.abs().max()) * max(map(abs, p.gain or (1.0,))))
+    return out
+
+
+def neuron_choices(graph: DeployGraph, stats: dict[str, PopulationStats],
+                   wmaxes: dict[str, list[float]]) -> dict[str, NeuronChoice]:
+    """Every population's :class:`NeuronChoice`: the only use the quantizer makes of ranges
+    (``wmaxes``: :func:`incoming_weight_max`)."""
+    return {p.name: choose_neuron(p.name, p.threshold, stats[p.name], wmaxes[p.name])
+            for p in graph.populations}
+
+
+def quantize(graph: DeployGraph, choices: dict[str, NeuronChoice]) -> DeployGraph:
+    """Integer parameters for every population and projection (host projections stay float),
+    from the populations' :func:`neuron_choices`."""
     pops, projs, report = [], list(graph.projections), {}
     for pop in graph.populations:
         incoming = [i for i, p in enumerate(projs) if p.dst == pop.name]
-        wmaxes = [float(projs[i].weight.abs().max()) * max(map(abs, projs[i].gain or (1.0,)))
-                  for i in incoming]
-        n = choose_neuron(pop.name, pop.threshold, stats[pop.name], wmaxes)
+        n = choices[pop.name]
         clipped_w = 0
         for i in incoming:
             p = projs[i]

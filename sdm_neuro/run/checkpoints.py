@@ -10,7 +10,7 @@ call, so the CLI starts fast and a job that stops at a check never loads them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class ModelOptions:
     bundle: Path | None = None
     notify: Notify | None = None
     calibration_images: int | None = None  # None: the compiler's default
+    # The job's calibrations, one per model: both mappings of a model share its float run.
+    _calibrations: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Refused, not ignored, where nothing is calibrated (either kind of bundle, a NIR graph).
@@ -91,11 +93,16 @@ class ModelOptions:
         return CALIBRATION["images"] if self.calibration_images is None else \
             self.calibration_images
 
-    def calibration_set(self, images):
-        """The calibration inputs drawn from ``images`` (a dataset's training images)."""
+    def calibration(self, model, images):
+        """``model``'s :class:`~sdm_neuro.compiler.calibrate.Calibration` on inputs drawn from
+        ``images`` (a dataset's training images); the same object for the same model."""
+        from ..compiler.calibrate import Calibration
         from ..compiler.pipeline import calibration_inputs
 
-        return calibration_inputs(images, count=self.calibration_count, seed=self.seed)
+        if id(model) not in self._calibrations:
+            self._calibrations[id(model)] = Calibration(model, calibration_inputs(
+                images, count=self.calibration_count, seed=self.seed))
+        return self._calibrations[id(model)]
 
     @property
     def is_nir(self) -> bool:
@@ -158,7 +165,7 @@ def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None,
     train = load_dataset(dataset, split="train", data_dir=options.data_dir,
                          img_size=ckpt.config.img_size)
     build = build_graded_graph if mapping == "graded" else build_integer_graph
-    graph = build(model, options.calibration_set(train.images))
+    graph = build(model, options.calibration(model, train.images))
     return model, ckpt, dataset, train, graph
 
 

@@ -105,7 +105,7 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     for m in mappings:  # the other mapping: built as deploy builds it, on the same calibration
         if m not in graphs:
             build = build_graded_graph if m == "graded" else build_integer_graph
-            graphs[m] = build(model, opts.calibration_set(train.images))
+            graphs[m] = build(model, opts.calibration(model, train.images))
             if opts.bundle is not None:
                 opts.note(f"{opts.bundle}: the {m} mapping is not the bundle's; it is built from "
                           f"the checkpoint {ckpt_path}.")

@@ -228,13 +228,14 @@ def _manifest_head(target: str, ckpt, dataset: str, graph) -> dict[str, Any]:
             "dataset": dataset, "model_config": graph.config.to_dict()}
 
 
-def _quantization_head(dataset: str, opts: ModelOptions) -> dict:
+def _quantization_head(dataset: str, opts: ModelOptions, graph) -> dict:
     from ..compiler.pipeline import CALIBRATION
 
     return {"threshold_scale": or_one(opts.threshold_scale),
             "calibration": {"dataset": dataset, "seed": opts.seed,
                             "images": opts.calibration_count,
                             "batch_size": CALIBRATION["batch_size"],
+                            "dtype": graph.meta.get("calibration_dtype"),
                             "what": "training images noised at uniformly random t"}}
 
 
@@ -247,7 +248,7 @@ def bundle_manifest(target: str, ckpt, dataset: str, graph, opts: ModelOptions, 
 
     return {
         **_manifest_head(target, ckpt, dataset, graph),
-        "quantization": {**_quantization_head(dataset, opts),
+        "quantization": {**_quantization_head(dataset, opts, graph),
                          "populations": graph.meta.get("quantization", {})},
         "lowering_passes": list(LOWERING_PASSES),
         "timing": {"dt": "one Loihi 2 time step", "call_length": call_length(graph),
@@ -305,7 +306,7 @@ def composed_figures(model, train, opts: ModelOptions, profile) -> dict[str, Any
     from ..ir.graph import HOST
 
     try:
-        graph = schedule(build_integer_graph(model, opts.calibration_set(train.images)))
+        graph = schedule(build_integer_graph(model, opts.calibration(model, train.images)))
     except SdmNeuroError as e:  # the graded bundle does not need it: say why it is missing
         return {"error": str(e)}
     shapes = {p.name: p.shape for p in graph.populations}
@@ -323,10 +324,10 @@ def graded_manifest(target: str, ckpt, dataset: str, graph, opts: ModelOptions, 
     nodes = graph.nodes()
     return {
         **_manifest_head(target, ckpt, dataset, graph),
-        "quantization": {**_quantization_head(dataset, opts),
+        "quantization": {**_quantization_head(dataset, opts, graph),
                          "payload_bits": graph.meta.get("payload_bits"),
                          "nodes": graph.meta.get("quantization", {})},
-        "lowering_passes": ["lower_graded", "calibrate_graded", "quantize_graded",
+        "lowering_passes": ["lower_graded", "calibrate", "quantize_graded",
                             "schedule_graded"],
         "timing": {"dt": "one Loihi 2 time step",
                    "call_length": max(n.offset for n in nodes) + graph.config.snn_steps,

@@ -93,6 +93,7 @@ def test_export_of_a_reference_format_checkpoint(tmp_path, tiny_config_ch4):
     assert manifest["checkpoint"]["kind"] == "reference" and graph.config.ch == 4
     calib = manifest["quantization"]["calibration"]
     assert (calib["images"], calib["batch_size"], calib["seed"]) == (5, 32, 0)
+    assert calib["dtype"] in ("float32", "float64")
 
 
 # ---------------------------------------------------------------------------------------------
