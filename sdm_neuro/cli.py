@@ -97,8 +97,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, *, num: int, device: bool = T
     a("--batch", type=positive_int, default=num, help=f"batch size (default {num})")
     a("--seed", type=seed_int, default=0)
     if device:
-        a("--device", default="cpu", help="where the float model runs: cpu (default), cuda, "
-          "auto; the noise and the sampler stay on the CPU")
+        a("--device", default="cpu", help="where the float model (evaluate --integer: the "
+          "integer network) runs: cpu (default), cuda, auto; the noise and the sampler stay on "
+          "the CPU")
 
 
 def _add_deploy_args(p: argparse.ArgumentParser) -> None:
@@ -274,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
       help="threshold guidance: set every IF threshold to this value")
     a("--samples", type=Path,
       help="score these images (.npy [N,C,H,W] in [-1,1]) instead of sampling")
+    a("--integer", choices=("composed", "graded"), metavar="MAPPING",
+      help="sample with the bit-exact integer (Loihi 2 fixed point) simulator of this mapping "
+      "instead of the float model, quantized as simulate does (--device: where its integer "
+      "network runs, bit-identical to the CPU)")
+    a("--mode", choices=("ideal", "hardware"), default="ideal",
+      help="the integer simulator's timing (with --integer)")
+    a("--calibration-images", type=positive_int, metavar="N",
+      help="training images the quantization is calibrated on (with --integer; default 128)")
     a("--dataset", choices=DATASETS,
       help="dataset to compare with (default: the one the checkpoint was trained on)")
     a("--data-dir", type=Path)
@@ -294,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mapping", choices=("composed", "graded"), default="composed",
       help="the Loihi 2 mapping: composed (every analog tensor composed into explicit synapse "
       "matrices) or graded (shared conv kernels, graded-spike relays; not for TSM models)")
+    a("--device", default="cpu", help="where the integer network runs: cpu (default) or "
+      "cuda[:N], bit-identical to the CPU (the float model, the host decoder and the sampler "
+      "stay on the CPU)")
     a("--compare-every", type=positive_int, default=10,
       help="compare eps and spikes with the float model every N calls")
     _add_feedforward_args(p)
@@ -309,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--stats", type=Path, metavar="SIMULATE_JSON",
       help="use the activity of a sdm-neuro simulate run instead of measuring (for the mapping "
            "that run simulated; the other one is measured)")
+    a("--device", default="cpu", help="where the integer network runs while measuring "
+      "activity: cpu (default) or cuda[:N], bit-identical to the CPU")
     a("--mapping", choices=("composed", "graded", "both"), default="both",
       help="Loihi 2 mapping(s) to report: composed (explicit synapse matrices), graded (shared "
            "conv kernels, graded spikes) or both side by side (default)")

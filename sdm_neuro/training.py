@@ -191,14 +191,9 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine.")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise UsageError(f"--device {device!r}: {e}") from None
+    from .simulators.device import as_device  # the one device check
+
+    return as_device(device)
 
 
 def _hardware(device: torch.device) -> str:

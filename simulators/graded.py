@@ -38,6 +38,7 @@ from ..ir.fixed_point import NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU, STATE_BITS
 from ..ir.graded import Connection, GradedGraph
 from ..ir.graph import Projection, call_length, is_scheduled
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
+from .device import exact_mode, integer_device
 from .integer import FLOAT32_EXACT, Counters, bias_mantissa
 from .lif import LifParams, LifState, if_run, lif_reset, lif_step
 
@@ -78,12 +79,14 @@ class _Conv:
 
 
 class _Runner:
-    """The per-connection integer arithmetic shared by both timings."""
+    """The per-connection integer arithmetic shared by both timings. ``device``: where the
+    integer network runs (see :mod:`.device`); inputs, eps and the host stay on the CPU."""
 
-    def __init__(self, graph: GradedGraph) -> None:
+    def __init__(self, graph: GradedGraph, device: str | torch.device | None = None) -> None:
         if not graph.quantized:
             raise ConfigError("the graded graph is not quantized (run quantize_graded first).")
         self.graph = graph
+        self.device = dev = integer_device(device)
         self.params = {p.name: LifParams(du=p.lif.du, dv=p.lif.dv, vth=p.lif.vth,
                                          bias_exp=p.lif.bias_exp) for p in graph.populations}
         self.binary = {p.name for p in graph.populations} | {
@@ -94,14 +97,14 @@ class _Runner:
         shapes = {n.name: n.shape for n in graph.nodes()}
         self.fanout: dict[int, torch.Tensor] = {}
         for i, c in enumerate(graph.connections):
-            self.fanout[i] = conv_fan_out(c, shapes[c.src])
+            self.fanout[i] = conv_fan_out(c, shapes[c.src]).to(dev)
             if c.kind != "conv":
                 continue
             w = c.effective_weight()
             bound = int(w.abs().flatten(1).sum(1).max())
-            w32 = (w.to(torch.float32).contiguous()
+            w32 = (w.to(dev, torch.float32).contiguous()
                    if c.src in self.binary and bound < FLOAT32_EXACT else None)
-            self.convs[i] = _Conv(c, w32, w.to(torch.float64).contiguous(), bound)
+            self.convs[i] = _Conv(c, w32, w.to(dev, torch.float64).contiguous(), bound)
         # A node accumulates in float32 when all its inputs are such float32 convs and their
         # bounds sum below 2**24 (the IF layers reading one conv), else in float64.
         self.acc_dtype = {}
@@ -158,7 +161,7 @@ class _Runner:
         p = self.params[name]
         if p.du == NO_SYNAPTIC_MEMORY_DU and p.dv == NO_LEAK_DV:
             return if_run(drive, bias, p, counters=events)
-        state = LifState.zeros(drive.shape[1:])
+        state = LifState.zeros(drive.shape[1:], device=drive.device)
         return torch.stack([lif_step(state, drive[s], bias[s], p, counters=events, check=False)
                             for s in range(drive.shape[0])])
 
@@ -179,12 +182,12 @@ class _Runner:
         steps, batch = g.config.snn_steps, x.shape[0]
         pixels = pixel_current(g, x)
         return {p.name: bias_mantissa(p, per_call_bias(g, p, t, pixels), counters)
-                .expand(steps, batch, *p.shape) for p in g.populations}
+                .to(self.device).expand(steps, batch, *p.shape) for p in g.populations}
 
     def decode(self, payload: torch.Tensor) -> torch.Tensor:
-        """The host decoder on the output relay's payloads ``[T, B, C, H, W]``."""
+        """The host decoder, on the CPU, on the output relay's payloads ``[T, B, C, H, W]``."""
         r = self.graph.relay(self.graph.output)
-        h = payload.to(torch.float64) * r.scale + r.bias[:, None, :, None, None]
+        h = payload.to("cpu", torch.float64) * r.scale + r.bias[:, None, :, None, None]
         return decoder_tail(self.graph, h).float()
 
     def count(self, outputs: dict[str, torch.Tensor], batch: int, counters: Counters,
@@ -216,10 +219,15 @@ class GradedSimulator(_Runner):
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(eps, every node's output ``[T, B, C, H, W]``: bool spikes; payloads as float
-        tensors holding exact integers)."""
+        """(eps on the CPU, every node's output ``[T, B, C, H, W]`` on the device: bool spikes;
+        payloads as float tensors holding exact integers)."""
+        with exact_mode():
+            return self._call(x, t, counters)
+
+    def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         g = self.graph
-        steps, batch = g.config.snn_steps, x.shape[0]
+        steps, batch, dev = g.config.snn_steps, x.shape[0], self.device
         bias = self.biases(x, t, counters)
         events: dict[str, int] = {}
         out: dict[str, torch.Tensor] = {}
@@ -233,13 +241,13 @@ class GradedSimulator(_Runner):
                     acc = self.apply(i, z, events).to(dtype)
                     continue
                 if acc is None:
-                    acc = torch.zeros(steps * batch, *node.shape, dtype=dtype)
+                    acc = torch.zeros(steps * batch, *node.shape, dtype=dtype, device=dev)
                 if c.kind == "identity":
                     self.deliver(i, z, acc)
                 else:
                     acc += self.apply(i, z, events)
             if acc is None:
-                acc = torch.zeros(steps * batch, *node.shape, dtype=dtype)
+                acc = torch.zeros(steps * batch, *node.shape, dtype=dtype, device=dev)
             acc = acc.view(steps, batch, *node.shape)
             if g.is_relay(node.name):
                 self.overflow(acc, events)
@@ -256,29 +264,34 @@ class GradedTimedSimulator(_Runner):
     """Hardware timing: global steps, one-step connections plus delays, LIFReset windows.
     Returns each node's window, which equals the ideal mode's outputs."""
 
-    def __init__(self, graph: GradedGraph) -> None:
+    def __init__(self, graph: GradedGraph, device: str | torch.device | None = None) -> None:
         if not is_scheduled(graph):
             raise ConfigError("GradedTimedSimulator: the graph has no schedule (offsets, "
                               "delays); run sdm_neuro.compiler.schedule_graded on it first.")
-        super().__init__(graph)
+        super().__init__(graph, device)
         self.length = call_length(graph)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with exact_mode():
+            return self._call(x, t, counters)
+
+    def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         g = self.graph
-        steps, batch, length = g.config.snn_steps, x.shape[0], self.length
+        steps, batch, length, dev = g.config.snn_steps, x.shape[0], self.length, self.device
         bias = self.biases(x, t, counters)
         events: dict[str, int] = {}
-        state = {p.name: LifState.zeros((batch, *p.shape)) for p in g.populations}
-        history = {n.name: torch.zeros(length, batch, *n.shape,
+        state = {p.name: LifState.zeros((batch, *p.shape), device=dev) for p in g.populations}
+        history = {n.name: torch.zeros(length, batch, *n.shape, device=dev,
                                        dtype=torch.float64 if g.is_relay(n.name) else torch.bool)
                    for n in g.nodes()}
         inputs = {n.name: [(i, c) for i, c in enumerate(g.connections) if c.dst == n.name]
                   for n in g.nodes()}
         for tau in range(length):
             for node in g.nodes():
-                acc = torch.zeros(batch, *node.shape, dtype=torch.float64)
+                acc = torch.zeros(batch, *node.shape, dtype=torch.float64, device=dev)
                 for i, c in inputs[node.name]:
                     when = tau - 1 - c.delay
                     if when >= 0:

@@ -29,7 +29,10 @@ def add_float(conn: Connection, z: torch.Tensor, total: torch.Tensor) -> None:
         y = F.interpolate(flat, scale_factor=2, mode="nearest")
     else:
         y = F.conv2d(flat, conn.weight.to(flat.dtype), stride=conn.stride, padding=conn.padding)
-    total += y.reshape(steps, batch, *y.shape[1:])
+    y = y.reshape(steps, batch, *y.shape[1:])
+    if conn.gain:  # TSM (float graphs only)
+        y = y * torch.tensor(conn.gain, dtype=y.dtype).view(-1, 1, 1, 1, 1)
+    total += y
 
 
 @torch.no_grad()

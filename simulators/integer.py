@@ -22,6 +22,7 @@ from ..ir.graph import HOST, DeployGraph, Population, Projection
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
 from ..errors import ConfigError
 from ..ir.fixed_point import BIAS_MAX, BIAS_MIN, NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU
+from .device import exact_mode, integer_device
 from .float_graph import project
 from .lif import LifParams, LifState, if_run, lif_step
 
@@ -119,6 +120,11 @@ def _as_slice(idx: torch.Tensor, n: int) -> slice | torch.Tensor | None:
     return idx
 
 
+def _on(idx: slice | torch.Tensor | None, device: torch.device
+        ) -> slice | torch.Tensor | None:
+    return idx.to(device) if isinstance(idx, torch.Tensor) else idx
+
+
 def _select(x: torch.Tensor, idx: slice | torch.Tensor | None) -> torch.Tensor:
     if idx is None:
         return x
@@ -149,12 +155,14 @@ class _Fused:
 
 
 class IntegerSimulator:
-    """Runs denoising calls of one quantized graph (ideal timing)."""
+    """Runs denoising calls of one quantized graph (ideal timing). ``device``: where the integer
+    network runs (see :mod:`.device`); inputs, eps and the host stay on the CPU."""
 
-    def __init__(self, graph: DeployGraph) -> None:
+    def __init__(self, graph: DeployGraph, device: str | torch.device | None = None) -> None:
         if not graph.quantized:
             raise ConfigError("the deployment graph is not quantized (run quantize first).")
         self.graph = graph
+        self.device = integer_device(device)
         self.shapes = {p.name: p.shape for p in graph.populations}
         self.params = {p.name: LifParams(du=p.lif.du, dv=p.lif.dv, vth=p.lif.vth,
                                          bias_exp=p.lif.bias_exp) for p in graph.populations}
@@ -200,7 +208,8 @@ class IntegerSimulator:
                 start += len(rows)
                 if check_exact_accumulation(p) != torch.float32:
                     dtype = torch.float64
-                self.fanout[i] = stored_fan_out(p, self.shapes[p.src]).to(torch.float64)
+                self.fanout[i] = stored_fan_out(p, self.shapes[p.src]).to(self.device,
+                                                                           torch.float64)
             if entries:
                 p0 = graph.projections[members[0]]
                 tsm = parts[0].dim() == 5
@@ -222,8 +231,10 @@ class IntegerSimulator:
                             _as_slice(inverse[sl], len(uniq))) for i, rows, sl in entries]
                 if phased(p0):
                     uniq = upsample_phases(uniq)
-                self.fused[p0.src].append(_Fused(p0.src, p0, uniq.to(dtype).contiguous(),
-                                                 dtype, entries, phased(p0)))
+                entries = [(i, _on(rows, self.device), _on(sl, self.device))
+                           for i, rows, sl in entries]
+                self.fused[p0.src].append(_Fused(p0.src, p0, uniq.to(self.device, dtype)
+                                                 .contiguous(), dtype, entries, phased(p0)))
 
     def _send(self, f: _Fused, spk: torch.Tensor, a_in: dict[str, torch.Tensor],
               batch: int, first_step: int = 0) -> None:
@@ -246,7 +257,7 @@ class IntegerSimulator:
             if p.dst not in a_in:
                 c, h, w = self.shapes[p.dst]
                 a_in[p.dst] = torch.zeros(spk.shape[0], batch, c, h, w,
-                                          dtype=self.acc_dtype[p.dst])
+                                          dtype=self.acc_dtype[p.dst], device=spk.device)
             dst = a_in[p.dst]
             part = _select(acc, sl)
             if p.weight_exp > 0:
@@ -264,8 +275,14 @@ class IntegerSimulator:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(eps on the CPU, every population's spikes ``[T, B, C, H, W]`` on the device)."""
+        with exact_mode():
+            return self._call(x, t, counters)
+
+    def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         g = self.graph
-        steps, batch = g.config.snn_steps, x.shape[0]
+        steps, batch, dev = g.config.snn_steps, x.shape[0], self.device
         pixels = pixel_current(g, x)
         spikes: dict[str, torch.Tensor] = {}
         floats: dict[str, torch.Tensor] = {}
@@ -274,15 +291,15 @@ class IntegerSimulator:
             c, h, w = pop.shape
             drive = a_in.pop(pop.name, None)
             if drive is None:
-                drive = torch.zeros(steps, batch, c, h, w, dtype=torch.int64)
+                drive = torch.zeros(steps, batch, c, h, w, dtype=torch.int64, device=dev)
             bias = bias_mantissa(pop, per_call_bias(g, pop, t, pixels), counters)
-            bias = bias.expand(steps, batch, c, h, w)
+            bias = bias.to(dev).expand(steps, batch, c, h, w)
             events: dict[str, int] = {}
             params = self.params[pop.name]
             if params.du == IF_DU and params.dv == NO_LEAK_DV:
                 out = if_run(drive, bias, params, counters=events)
             else:
-                state = LifState.zeros((batch, c, h, w))
+                state = LifState.zeros((batch, c, h, w), device=dev)
                 drive = drive.to(torch.int64)
                 out = torch.stack([lif_step(state, drive[s], bias[s], params, counters=events,
                                             check=False) for s in range(steps)])
@@ -317,12 +334,12 @@ class IntegerSimulator:
         counters.host_macs += host_macs(g, batch)
 
     def decode(self, spikes: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
-        """The host: read the decoder's projections (float weights), run the tail.
-        ``spikes``: float32 (or bool) spikes of every population."""
+        """The host, on the CPU: read the decoder's projections (float weights), run the tail.
+        ``spikes``: float32 (or bool) spikes of every population, on any device."""
         g = self.graph
         hsum = g.host.tail_bias[:, None, :, None, None].float()
         for sources, f in self.host_groups:
-            parts = [spikes[s].float() for s in sources]
+            parts = [spikes[s].to("cpu", torch.float32) for s in sources]
             z = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
             gain = torch.tensor(f.proto.gain or (1.0,) * steps).view(-1, 1, 1, 1, 1)
             hsum = hsum + gain * f.conv(z, f.weight)

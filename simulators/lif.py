@@ -240,7 +240,7 @@ def if_run(drive: torch.Tensor, bias_mant: torch.Tensor, p: LifParams, *,
     steps = drive.shape[0]
     lo, hi = (int(x) for x in torch.aminmax(drive)) if drive.numel() else (0, 0)
     if max(hi, -lo) >= _IF_RUN_A_IN_MAX:
-        state = LifState.zeros(drive.shape[1:])
+        state = LifState.zeros(drive.shape[1:], device=drive.device)
         a, b = drive.to(torch.int64), bias_mant.expand(drive.shape)
         return torch.stack([lif_step(state, a[s], b[s], p, counters=counters, check=False)
                             for s in range(steps)])
@@ -253,8 +253,8 @@ def if_run(drive: torch.Tensor, bias_mant: torch.Tensor, p: LifParams, *,
         u.sub_(over.sub_(under), alpha=2 * MAX_UV)
     _count(counters, "u_wrap", n_wrap)
     u.add_(bias_mant.to(torch.int32), alpha=1 << p.bias_exp)  # u + bias: v's whole increment
-    v = torch.zeros(drive.shape[1:], dtype=torch.int32)
-    out = torch.empty(drive.shape, dtype=torch.bool)
+    v = torch.zeros(drive.shape[1:], dtype=torch.int32, device=drive.device)
+    out = torch.empty(drive.shape, dtype=torch.bool, device=drive.device)
     vth = p.effective_vth
     # v starts at 0, resets to 0, and gains at most max|u + bias| per step: when T times that
     # stays within the saturation limit, no step can saturate and the clip is skipped.

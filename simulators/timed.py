@@ -35,11 +35,11 @@ from .lif import LifState, lif_reset, lif_step
 class TimedSimulator(IntegerSimulator):
     """Global-time simulation of a scheduled graph; returns what the ideal mode returns."""
 
-    def __init__(self, graph: DeployGraph) -> None:
+    def __init__(self, graph: DeployGraph, device: str | torch.device | None = None) -> None:
         if not is_scheduled(graph):
             raise ConfigError("TimedSimulator: the graph has no schedule (offsets, delays); "
                               "run sdm_neuro.compiler.schedule.schedule on it first.")
-        super().__init__(graph)
+        super().__init__(graph, device)
         self.length = call_length(graph)
         # Members of a fused conv group deliver together only when their latencies (delay, and
         # the relay step of TSM projections) agree: split each group once here, not at every
@@ -54,20 +54,20 @@ class TimedSimulator(IntegerSimulator):
                 self.by_delay += [(src, d, dataclasses.replace(f, members=ms))
                                   for d, ms in split.items()]
 
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         g = self.graph
-        steps, batch, length = g.config.snn_steps, x.shape[0], self.length
+        steps, batch, length, dev = g.config.snn_steps, x.shape[0], self.length, self.device
         pixels = pixel_current(g, x)
         state, bias, history = {}, {}, {}
         for pop in g.populations:
             c, h, w = pop.shape
-            state[pop.name] = LifState.zeros((batch, c, h, w))
+            state[pop.name] = LifState.zeros((batch, c, h, w), device=dev)
             # The host programs one bias per call; a per-step bias (TSM) is set per window step.
             bias[pop.name] = bias_mantissa(pop, per_call_bias(g, pop, t, pixels), counters
-                                           ).expand(steps, batch, c, h, w)
-            history[pop.name] = torch.zeros(length, batch, c, h, w, dtype=torch.bool)
+                                           ).to(dev).expand(steps, batch, c, h, w)
+            history[pop.name] = torch.zeros(length, batch, c, h, w, dtype=torch.bool,
+                                            device=dev)
         events: dict[str, int] = {}
         offsets = {p.name: p.offset for p in g.populations}
         for tau in range(length):
@@ -85,7 +85,7 @@ class TimedSimulator(IntegerSimulator):
                     lif_reset(st)
                 drive = a_in.get(pop.name)
                 drive = (drive[0].to(torch.int64) if drive is not None
-                         else torch.zeros(batch, c, h, w, dtype=torch.int64))
+                         else torch.zeros(batch, c, h, w, dtype=torch.int64, device=dev))
                 k = min(max(tau - pop.offset, 0), steps - 1)
                 history[pop.name][tau] = lif_step(st, drive, bias[pop.name][k],
                                                   self.params[pop.name], counters=events,

@@ -3,8 +3,8 @@
 What runs. One float run of the model's graded graph serves both mappings: its populations are
 the composed graph's, with the same input currents (equal to float64 rounding, tested), and it
 runs each conv of the model once where the composed graph runs every composed path (2.8x less
-time on the SDDPM paper configuration). A TSM model, which has no graded graph, runs its
-composed graph.
+time on the SDDPM paper configuration). A TSM model's graded graph carries its per-step gains:
+it calibrates its composed mapping though the graded mapping cannot deploy it.
 
 Arithmetic. float32, with float64 where a bound says float32 could change the outcome. The
 quantizers use ranges only through power-of-two choices (``vth``, bias and weight exponents,
@@ -107,31 +107,22 @@ class Calibration:
         self._graph: GradedGraph | None = None
         self._stats: dict[torch.dtype, Stats] = {}
 
-    def graph(self) -> GradedGraph | None:
-        """The float graded graph the ranges are measured on; None for a TSM model."""
-        if self._graph is None and not self.model.config.tsm:
+    def graph(self) -> GradedGraph:
+        """The float graded graph the ranges are measured on."""
+        if self._graph is None:
             from .lower_graded import lower_graded
 
             self._graph = lower_graded(copy.deepcopy(self.model).double())
         return self._graph
 
-    def ranges(self, choose: Callable[[Stats], object], own: DeployGraph | None = None
-               ) -> tuple[Stats, torch.dtype]:
+    def ranges(self, choose: Callable[[Stats], object]) -> tuple[Stats, torch.dtype]:
         """(ranges, the dtype they were measured in) for a quantizer whose discrete choices are
-        ``choose(ranges)``: float32, float64 when ``choose`` is not :func:`decisive` on them.
-        ``own``: the composed graph being quantized, run when there is no graded graph."""
-        graded = self.graph()
-        if graded is None and own is None:
-            raise ValueError("a TSM model calibrates on its composed graph: pass it as own")
+        ``choose(ranges)``: float32, float64 when ``choose`` is not :func:`decisive` on them."""
         for dtype in (torch.float32, torch.float64):
-            if graded is None:  # TSM: the composed mapping is its only one, nothing to share
-                stats = measure(own, self.inputs, dtype)
-            else:
-                if dtype not in self._stats:
-                    self._stats[dtype] = measure(graded, self.inputs, dtype)
-                stats = self._stats[dtype]
-            if dtype == torch.float64 or decisive(choose, stats):
-                return stats, dtype
+            if dtype not in self._stats:
+                self._stats[dtype] = measure(self.graph(), self.inputs, dtype)
+            if dtype == torch.float64 or decisive(choose, self._stats[dtype]):
+                return self._stats[dtype], dtype
         raise AssertionError("unreachable")
 
 

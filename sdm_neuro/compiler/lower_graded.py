@@ -79,26 +79,29 @@ class _Builder:
             lo += r.shape[0]
         return name
 
-    def conv(self, src: str, dst: str, weight: torch.Tensor, stride: int = 1) -> None:
-        self.connections.append(Connection(src, dst, "conv", weight=weight, stride=stride))
+    def conv(self, src: str, dst: str, weight: torch.Tensor, stride: int = 1,
+             gain: tuple[float, ...] = ()) -> None:
+        self.connections.append(Connection(src, dst, "conv", weight=weight, stride=stride,
+                                           gain=gain))
 
     def resblock(self, name: str, block: ResBlock, inputs: list[Relay]) -> Relay:
         res = inputs[0].shape[1]
         n1 = self.fire(f"{name}.neuron1", inputs, block.neuron1.threshold, res)
-        w1, b1, _ = fold_conv_bn(block.conv1, block.bn1, self.steps)
+        w1, b1, g1 = fold_conv_bn(block.conv1, block.bn1, self.steps)
         n2 = f"{name}.neuron2"
         self.populations.append(Population(name=n2, shape=(w1.shape[0], res, res),
                                            threshold=block.neuron2.threshold, bias=b1,
                                            temb_block=name))
         self.order.append(n2)
-        self.conv(n1, n2, w1)
-        w2, b2, _ = fold_conv_bn(block.conv2, block.bn2, self.steps)
+        self.conv(n1, n2, w1, gain=g1)
+        w2, b2, g2 = fold_conv_bn(block.conv2, block.bn2, self.steps)
         bias_in = torch.cat([r.bias for r in inputs], dim=1)
         if isinstance(block.shortcut, nn.Identity):
             carried = b2 + bias_in
         else:
-            a, b_sc, _ = conv_parts(block.shortcut, self.steps)
-            carried = b2 + bias_in @ a[:, :, 0, 0].T + b_sc[None]
+            a, b_sc, g_sc = conv_parts(block.shortcut, self.steps)
+            g = torch.tensor(g_sc or (1.0,) * self.steps, dtype=_F64)
+            carried = b2 + (bias_in @ a[:, :, 0, 0].T + b_sc[None]) * g[:, None]
         parts = []
         if isinstance(block.shortcut, nn.Identity):  # each input into its channel range
             lo = 0
@@ -109,11 +112,11 @@ class _Builder:
             sc = self.relay(f"{name}.shortcut", (w2.shape[0], res, res), torch.zeros_like(b2))
             lo = 0
             for r in inputs:
-                self.conv(r.name, sc.name, a[:, lo:lo + r.shape[0]].clone())
+                self.conv(r.name, sc.name, a[:, lo:lo + r.shape[0]].clone(), gain=g_sc)
                 lo += r.shape[0]
             parts.append((sc.name, 0))
         out = self.relay(name, (w2.shape[0], res, res), carried)
-        self.conv(n2, name, w2)
+        self.conv(n2, name, w2, gain=g2)
         for src, first in parts:
             self.connections.append(Connection(src, name, "identity", dst_channel=first))
         return out
@@ -121,16 +124,16 @@ class _Builder:
     def resample(self, name: str, block: nn.Module, x: Relay) -> Relay:
         res = x.shape[1]
         n = self.fire(f"{name}.neuron", [x], block.neuron.threshold, res)
-        w, b, _ = fold_conv_bn(block.conv, block.bn, self.steps)
+        w, b, gain = fold_conv_bn(block.conv, block.bn, self.steps)
         if isinstance(block, DownSample):
             out = self.relay(name, (w.shape[0], res // 2, res // 2), b)
-            self.conv(n, name, w, stride=2)
+            self.conv(n, name, w, stride=2, gain=gain)
             return out
         up = self.relay(f"{name}.upsample", (x.shape[0], 2 * res, 2 * res),
                         torch.zeros(self.steps, x.shape[0], dtype=_F64), kind="upsample")
         self.connections.append(Connection(n, up.name, "upsample"))
         out = self.relay(name, (w.shape[0], 2 * res, 2 * res), b)
-        self.conv(up.name, name, w)
+        self.conv(up.name, name, w, gain=gain)
         return out
 
 
@@ -144,8 +147,9 @@ def check_graded_lowerable(model: SpikingUNet) -> None:
 
 
 def lower_graded(model: SpikingUNet) -> GradedGraph:
-    """The float graded graph of ``model`` (eval-mode BatchNorm; current thresholds)."""
-    check_graded_lowerable(model)
+    """The float graded graph of ``model`` (eval-mode BatchNorm; current thresholds). A TSM
+    model's convs carry their per-step gains: a float graph for calibration, which
+    :func:`check_graded_lowerable` keeps from deployment."""
     m, cfg = model, model.config
     b = _Builder(m)
     pw, pb, pg = fold_conv_bn(m.conv, m.bn, cfg.snn_steps)
@@ -153,9 +157,9 @@ def lower_graded(model: SpikingUNet) -> GradedGraph:
     b.populations.append(Population(name="neuron", shape=(pb.shape[1], res, res),
                                     threshold=m.neuron.threshold, bias=pb, pixel_input=True))
     b.order.append("neuron")
-    w, bias, _ = fold_conv_bn(m.conv_identity, m.bn_identity, cfg.snn_steps)
+    w, bias, gain = fold_conv_bn(m.conv_identity, m.bn_identity, cfg.snn_steps)
     h = b.relay("conv_identity", (w.shape[0], res, res), bias)
-    b.conv("neuron", h.name, w)
+    b.conv("neuron", h.name, w, gain=gain)
     h = walk_unet(m, h, b.resblock, b.resample)
     host = host_stages(m, pw, pg, h.bias)
     return GradedGraph(cfg, tuple(b.populations), tuple(b.relays), tuple(b.connections),

@@ -28,8 +28,8 @@ LOWERING_PASSES = (
      "pixel conv and the decoder tail kept on the host"),
     ("calibrate: drive, bias and membrane ranges per population on training images noised at "
      f"uniformly random t (--calibration-images, default {CALIBRATION['images']}, in batches of "
-     f"{CALIBRATION['batch_size']}), one float32 run of the graded graph (the composed one for "
-     "TSM), float64 when a choice lies within 2**-10 of its boundary"),
+     f"{CALIBRATION['batch_size']}), one float32 run of the graded graph (float64 when a "
+     "choice lies within 2**-10 of its boundary)"),
     ("quantize (Loihi 2 fixed point): vth a power of two; 8-bit even weights with a "
      "weight_exp per projection; 13-bit bias mantissas with a bias_exp per population"),
     ("schedule: window offsets (longest path from the stem) and balancing synaptic delays for "
@@ -68,7 +68,7 @@ def build_integer_graph(model: SpikingUNet, calibration: Calibration | Inputs) -
     def choose(stats):
         return {k: (n.vth, n.bias_exp) for k, n in neuron_choices(graph, stats, wmaxes).items()}
 
-    stats, dtype = as_calibration(model, calibration).ranges(choose, own=graph)
+    stats, dtype = as_calibration(model, calibration).ranges(choose)
     graph = quantize(graph, neuron_choices(graph, stats, wmaxes))
     return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).split(".")[1]})
 
@@ -81,7 +81,8 @@ class IntegerDenoiser:
 
     graph: DeployGraph
     mode: str = "ideal"                # or "hardware": Lava's delays (same results)
-    float_model: SpikingUNet | None = None
+    float_model: SpikingUNet | None = None  # on the CPU
+    device: str | None = None          # where the integer network runs (eps on the CPU)
     compare_every: int = 10
     errors: list[dict] = field(default_factory=list)
     agreement: dict[str, list[float]] = field(default_factory=dict)
@@ -101,9 +102,10 @@ class IntegerDenoiser:
         if self.mode == "hardware" and not (graded and is_scheduled(self.graph)):
             # (a graded bundle's graph is scheduled already: its delay copies are in it)
             self.graph = (schedule_graded if graded else schedule)(self.graph)
-            self.sim = (GradedTimedSimulator if graded else TimedSimulator)(self.graph)
+            self.sim = (GradedTimedSimulator if graded else TimedSimulator)(self.graph,
+                                                                           self.device)
         else:
-            self.sim = (GradedSimulator if graded else IntegerSimulator)(self.graph)
+            self.sim = (GradedSimulator if graded else IntegerSimulator)(self.graph, self.device)
         self.counters = Counters()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -121,7 +123,7 @@ class IntegerDenoiser:
                                 "eps_rel": float(err.norm() / max(float(ref.norm()), 1e-12))})
             for name, s in rec.items():
                 self.agreement.setdefault(name, []).append(
-                    float((s.bool() == spikes[name]).float().mean()))
+                    float((s.bool() == spikes[name].cpu()).float().mean()))
         return eps
 
 

@@ -58,6 +58,9 @@ def graded_choices(graph: GradedGraph, stats: Stats, payload_bits: int = PAYLOAD
                    ) -> tuple[dict[str, float], dict[str, NeuronChoice]]:
     """The quantizer's only use of ranges: every relay's payload LSB (float units) and every
     population's :class:`NeuronChoice`."""
+    if any(c.gain for c in graph.connections):
+        raise ConfigError("the graded mapping cannot quantize TSM convs (per-step gains on a "
+                          "shared kernel); use --mapping composed.")
     thresholds = {p.threshold for p in graph.populations}
     if len(thresholds) != 1:
         raise ConfigError("the graded mapping needs one threshold for every IF layer (its units "

@@ -57,14 +57,15 @@ def noised_batch(images: torch.Tensor, t: int, batch: int, gen: torch.Generator,
 
 
 def measure_activity(graph: DeployGraph, images: torch.Tensor, ts: list[int], *,
-                     batch: int = 16, seed: int = 0, progress: bool = False) -> Activity:
+                     batch: int = 16, seed: int = 0, progress: bool = False,
+                     device: str | None = None) -> Activity:
     """Run the integer simulator once per t in ``ts`` on ``batch`` training images noised to
     that t (the forward-process marginal, which is what a good denoiser sees while sampling)."""
     from tqdm import tqdm
 
     from ..simulators.integer import Counters, IntegerSimulator
 
-    sim = IntegerSimulator(graph)
+    sim = IntegerSimulator(graph, device)
     sch = LinearSchedule(num_steps=graph.config.diffusion_steps)
     gen = torch.Generator().manual_seed(seed)
     total = Counters()

@@ -57,8 +57,8 @@ def _add(total: Counters, c: Counters) -> None:
 
 
 def measure_graded_activity(graph: GradedGraph, images: torch.Tensor, ts: list[int], *,
-                            batch: int = 16, seed: int = 0, progress: bool = False
-                            ) -> GradedMeasurement:
+                            batch: int = 16, seed: int = 0, progress: bool = False,
+                            device: str | None = None) -> GradedMeasurement:
     """:func:`.activity.measure_activity` for the graded graph: the graded simulator once per t
     in ``ts``. The generator is seeded and drawn from exactly as there, so with the same
     ``seed`` both mappings see the same noised images at the same t."""
@@ -68,7 +68,7 @@ def measure_graded_activity(graph: GradedGraph, images: torch.Tensor, ts: list[i
     from ..simulators.graded import GradedSimulator
     from ..simulators.integer import Counters
 
-    sim = GradedSimulator(graph)
+    sim = GradedSimulator(graph, device)
     sch = LinearSchedule(num_steps=graph.config.diffusion_steps)
     gen = torch.Generator().manual_seed(seed)
     graded = {r.name for r in graph.relays if not r.binary}

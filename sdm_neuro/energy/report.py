@@ -270,10 +270,11 @@ def energy_report(model: SpikingUNet, graph: DeployGraph | None, images: torch.T
                   calls: int = 8, batch: int = 16, seed: int = 0,
                   activity: Activity | None = None, checkpoint: str = "",
                   progress: bool = False, graded: GradedGraph | None = None,
-                  graded_activity: GradedMeasurement | None = None) -> dict:
+                  graded_activity: GradedMeasurement | None = None,
+                  device: str | None = None) -> dict:
     """Measure activity (unless given, e.g. from ``simulate.json``) of the composed ``graph``
-    and of the ``graded`` graph, whichever are given, on the same noised images and t; count the
-    model's layer ops at those t, and build the report dict: the composed mapping's keys at the
+    and of the ``graded`` graph (the integer network on ``device``), whichever are given, on
+    the same noised images and t; count the model's layer ops at those t, and build the report dict: the composed mapping's keys at the
     top level (when ``graph`` is given) and both mappings side by side under ``mappings``.
     ``images``: training images in [-1, 1] (noised to each measured t)."""
     from ..diffusion import LinearSchedule
@@ -297,10 +298,11 @@ def energy_report(model: SpikingUNet, graph: DeployGraph | None, images: torch.T
         check_graded_activity(graded_activity, graded)
     ts = trajectory_steps(sampler, cfg.diffusion_steps, steps, calls)
     if graph is not None and activity is None:
-        activity = measure_activity(graph, images, ts, batch=batch, seed=seed, progress=progress)
+        activity = measure_activity(graph, images, ts, batch=batch, seed=seed, progress=progress,
+                                    device=device)
     if graded is not None and graded_activity is None:  # same seed: same images, noise and t
         graded_activity = measure_graded_activity(graded, images, ts, batch=batch, seed=seed,
-                                                  progress=progress)
+                                                  progress=progress, device=device)
     sch = LinearSchedule(num_steps=cfg.diffusion_steps)
     gen = torch.Generator().manual_seed(seed + 1)
     runs = []

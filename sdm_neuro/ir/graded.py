@@ -75,6 +75,8 @@ class Connection:
     weight_int: torch.Tensor | None = None  # conv: int16 even mantissas in [-256, 254]
     weight_exp: int | None = None      # conv: >= 0; identity: k of floor(payload * 2**k)
     delay: int = 0                     # identity: extra synaptic delay in hardware timing
+    gain: tuple[float, ...] = ()       # conv: SDM's TSM gain per SNN step, float graphs only
+    #                                    (calibration): the graded quantizer refuses it
 
     @property
     def kernel(self) -> int:

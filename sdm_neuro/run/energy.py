@@ -39,7 +39,8 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
                   data_dir: str | Path | None = None, threads: int | None = None,
                   out: str | Path = "out/energy", force: bool = False, quiet: bool = False,
                   mapping: str = "both", calibration_images: int | None = None,
-                  notify: Notify | None = None) -> EnergyReportResult:
+                  device: str = "cpu", notify: Notify | None = None
+                  ) -> EnergyReportResult:
     """Quantize the model as simulate does, measure its activity with the integer simulator on
     --calls denoising calls spread over the reverse process (or read it from simulate.json), and
     report per layer: neurons, fan-in, firing rate, synaptic operations, neuron updates, host
@@ -62,10 +63,12 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     from ..energy.report import save_charts
     from ..fileio import atomic_dir, write_json
     from ..hardware_profiles.profile import get_profile, shipped_profiles
+    from ..simulators.device import integer_device
 
     out = Path(out)
     mappings = selected(mapping)
     check_outputs("energy-report", out=out, force=force)
+    integer_device(device)  # before any work
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, as_path(bundle), notify,
                         calibration_images)
@@ -114,7 +117,7 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
                           activity=activity if stats_mapping == "composed" else None,
                           graded=graphs.get("graded"),
                           graded_activity=activity if stats_mapping == "graded" else None,
-                          checkpoint=str(ckpt_path), progress=not quiet)
+                          checkpoint=str(ckpt_path), progress=not quiet, device=device)
     report = {"tool": f"sdm-neuro {__version__}",
               "bundle": None if opts.bundle is None else str(opts.bundle), **report}
     main_profile = "loihi2" if "loihi2" in [p.name for p in profiles] else profiles[0].name

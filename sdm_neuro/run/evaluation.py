@@ -38,7 +38,9 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              snn_steps: int | None = None, img_size: int | None = None, sampler: str = "ddpm",
              steps: int = 1000, num: int = 250, batch: int = 250, seed: int = 0,
              device: str = "cpu", threshold: float | None = None,
-             samples: str | Path | None = None, dataset: str | None = None,
+             samples: str | Path | None = None, integer: str | None = None,
+             mode: str = "ideal", calibration_images: int | None = None,
+             dataset: str | None = None,
              data_dir: str | Path | None = None, classifier: str | Path | None = None,
              inception_weights: str | Path | None = None, kid_subsets: int = 100,
              kid_subset_size: int = 1000, threads: int | None = None,
@@ -50,8 +52,9 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     classified with confidence >= 0.9 and the entropy of the predicted classes. Held-out real
     images (floor) and noise (ceiling) are scored in the same run.
 
-    The samples come from the float model of ``checkpoint`` (default: the shipped one), or from
-    ``samples`` (.npy [N, C, H, W] in [-1, 1]). Writes ``report.json``, ``samples.png``,
+    The samples come from the float model of ``checkpoint`` (default: the shipped one), from its
+    bit-exact integer simulator in mapping ``integer`` (quantized as ``simulate`` does; its
+    integer network on ``device``), or from ``samples`` (.npy [N, C, H, W] in [-1, 1]). Writes ``report.json``, ``samples.png``,
     ``classes.png`` (and ``samples.npy``, and a classifier trained now) into ``out`` (replaced
     with ``force``). (The first paragraph is the command's ``--help`` description.)"""
     import numpy as np
@@ -71,6 +74,15 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     check_outputs("evaluate", out=out, force=force)
     data_dir, samples = as_path(data_dir), as_path(samples)
     check_kid_options(kid_subsets, kid_subset_size)  # before sampling, not after
+    if integer is None and calibration_images is not None:
+        raise UsageError("--calibration-images calibrates the integer model: add --integer.")
+    if integer is not None:
+        from ..simulators.device import integer_device
+
+        integer_device(device)  # before any work
+    if integer is not None and samples is not None:
+        raise UsageError("--integer samples with the integer simulator; --samples scores "
+                         "given images: choose one.")
     set_threads(threads)
     t0 = time.perf_counter()
     with atomic_dir(out, force=force) as tmp:
@@ -81,24 +93,32 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             source: dict[str, Any] = {"samples": str(samples)}
             dataset = dataset or "digits"
         else:
-            model, ckpt = load(ModelOptions(as_path(checkpoint), weights, snn_steps, img_size,
-                                            notify=notify))
-            if threshold is not None:
-                model.set_threshold(threshold)
+            opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold,
+                                dataset, data_dir, seed, None, notify, calibration_images)
+            if integer is not None:
+                denoiser, ckpt = _integer_denoiser(opts, sampler, steps, integer, mode, device)
+                dataset = dataset or ckpt.meta.get("dataset")
+            else:
+                model, ckpt = load(opts)
+                if threshold is not None:
+                    model.set_threshold(threshold)
+                denoiser = float_denoiser(model, device)
+                dataset = dataset or ckpt.meta.get("dataset")
             cfg = ckpt.config
             check_steps(sampler, steps, cfg.diffusion_steps)
-            dataset = dataset or ckpt.meta.get("dataset")
             if dataset is None:
                 raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was "
                                  "trained on; pass --dataset.")
-            images = generate(float_denoiser(model, device),
-                              LinearSchedule(num_steps=cfg.diffusion_steps), num,
+            images = generate(denoiser, LinearSchedule(num_steps=cfg.diffusion_steps), num,
                               (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=batch,
                               sampler=sampler, steps=steps, seed=seed, progress=not quiet)
             source = {"checkpoint": str(ckpt.path), "weights": ckpt.weights,
                       "config": cfg.to_dict(), "sampler": sampler, "steps": steps,
                       "num": num, "seed": seed, "threshold": or_one(threshold),
-                      "notes": list(ckpt.notes)}
+                      "notes": list(ckpt.notes),
+                      **({} if integer is None else {"integer": {
+                          "mapping": integer, "mode": mode, "device": str(denoiser.sim.device),
+                          "calibration_images": opts.calibration_count}})}
             arr = images.numpy().astype(np.float32)
             write_npy(tmp / "samples.npy", arr)
         t_sample = time.perf_counter() - t0
@@ -117,3 +137,15 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             classifier_meta=clf.meta, seconds_sampling=round(t_sample, 1),
             seconds_total=round(time.perf_counter() - t0, 1)))
     return EvaluateResult(out, report, dataset)
+
+
+def _integer_denoiser(opts: ModelOptions, sampler: str, steps: int, mapping: str, mode: str,
+                      device: str):
+    """(the integer denoiser of ``opts``'s model, quantized as ``simulate`` does; its
+    checkpoint)."""
+    from ..compiler.pipeline import IntegerDenoiser
+    from ..training import resolve_device
+    from .checkpoints import deploy
+
+    _, ckpt, _, _, graph = deploy(opts, (sampler, steps), mapping=mapping)
+    return IntegerDenoiser(graph, mode=mode, device=resolve_device(device)), ckpt

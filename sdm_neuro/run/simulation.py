@@ -107,16 +107,18 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              steps: int = 1000, num: int = 16, batch: int = 16, seed: int = 0,
              bundle: str | Path | None = None, mode: str = "ideal", mapping: str = "composed",
              compare_every: int = 10, calibration_images: int | None = None,
-             input: str | Path | None = None, time_steps: int = 32, rate: float = 0.2,
-             dt: float | None = None, threshold_scale: float | None = None,
+             device: str = "cpu", input: str | Path | None = None, time_steps: int = 32,
+             rate: float = 0.2, dt: float | None = None, threshold_scale: float | None = None,
              dataset: str | None = None, data_dir: str | Path | None = None,
              threads: int | None = None, out: str | Path = "out/simulate", force: bool = False,
              quiet: bool = False, notify: Notify | None = None,
              ) -> SimulateResult | FeedForwardSimulateResult:
     """Lower the model to a deployment graph, calibrate and quantize it to Lava's fixed point on
     training images, then sample with the integer simulator and with the float model from the
-    same noise. Writes sample grids, the raw samples, the quantized graph and a JSON report
-    (counters, per-layer statistics, per-call eps error, PSNR, quality of both).
+    same noise (the integer network on ``device``, bit-identical to the CPU; the float model,
+    the host and the sampler on the CPU). Writes sample grids, the raw samples, the quantized
+    graph and a JSON report (counters, per-layer statistics, per-call eps error, PSNR, quality
+    of both).
 
     The model is ``checkpoint`` (default: the shipped one), or ``bundle``'s network; ``out`` is
     replaced with ``force``. A ``.nir`` checkpoint or a feed-forward bundle is run on ``input``
@@ -124,6 +126,9 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     the command's ``--help`` description.)"""
     out = Path(out)
     check_outputs("simulate", out=out, force=force)
+    from ..simulators.device import integer_device
+
+    integer_device(device)  # before any work
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, as_path(bundle), notify,
                         calibration_images)
@@ -146,7 +151,8 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         ckpt_path = ckpt.path
     cfg = graph.config
     t_build = time.perf_counter() - t0
-    denoiser = IntegerDenoiser(graph, mode=mode, float_model=model, compare_every=compare_every)
+    denoiser = IntegerDenoiser(graph, mode=mode, float_model=model, compare_every=compare_every,
+                               device=device)
     graph = denoiser.graph  # scheduled (offsets, delays) in hardware mode
     schedule = LinearSchedule(num_steps=cfg.diffusion_steps)
     shape = (cfg.img_ch, cfg.img_size, cfg.img_size)
@@ -190,6 +196,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     report = {
         "tool": f"sdm-neuro {__version__}", "checkpoint": str(ckpt_path),
         "bundle": None if opts.bundle is None else str(opts.bundle), "mode": mode,
+        "device": str(denoiser.sim.device),
         "mapping": "graded" if graded else "composed",
         "sampler": sampler, "steps": steps, "num": num, "batch": batch,
         "seed": seed, "threshold_scale": or_one(threshold_scale),

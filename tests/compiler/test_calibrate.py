@@ -63,9 +63,13 @@ def model(randomized):
     return randomized(SpikingUNet(CFG).eval(), 3)
 
 
-def test_graded_run_observes_the_composed_populations(model):
+@pytest.mark.parametrize("tsm", [False, True], ids=["sddpm", "tsm"])
+def test_graded_run_observes_the_composed_populations(tsm, model, randomized):
     """Same populations, same ranges (float64 rounding apart): the composed quantizer may read
-    the graded run."""
+    the graded run (TSM included: its graded float graph carries the per-step gains)."""
+    if tsm:
+        torch.manual_seed(5)
+        model = randomized(SpikingUNet(CFG.replace(tsm=True)).eval(), 5)
     inputs = [_inputs(6, 1)]
     composed = _reference_stats(lower(_f64(model)), inputs, run_float_graph)
     graded = _reference_stats(lower_graded(_f64(model)), inputs, run_float_graded)
@@ -132,10 +136,13 @@ def test_a_choice_near_its_boundary_recalibrates_in_float64(model):
             assert math.isclose(x, y, rel_tol=cal.DECISION_MARGIN / 64, abs_tol=1e-9), k
 
 
-def test_tsm_calibrates_on_its_composed_graph(randomized):
+def test_tsm_calibrates_its_composed_mapping_on_the_graded_float_graph(randomized):
     torch.manual_seed(5)
     m = randomized(SpikingUNet(CFG.replace(tsm=True)).eval(), 5)
-    assert cal.Calibration(m, []).graph() is None
-    graph = build_integer_graph(m, [_inputs(8, 1)])
-    assert graph.meta["calibration_dtype"] in ("float32", "float64")
-    assert all(p.lif.vth >= 1 for p in graph.populations)
+    inputs = [_inputs(16, 1)]
+    graph = build_integer_graph(m, inputs)
+    assert graph.meta["calibration_dtype"] == "float32"
+    ref = lower(_f64(m))
+    ref_q = quantize(ref, neuron_choices(ref, _reference_stats(ref, inputs, run_float_graph),
+                                         incoming_weight_max(ref)))
+    assert _same_integers(graph, ref_q)

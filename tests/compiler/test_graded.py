@@ -10,7 +10,7 @@ import torch
 
 from sdm_neuro import SpikingUNet, UNetConfig
 from sdm_neuro.compiler.lower_graded import lower_graded
-from sdm_neuro.compiler.quantize_graded import build_graded_graph
+from sdm_neuro.compiler.quantize_graded import build_graded_graph, quantize_graded
 from sdm_neuro.compiler import schedule_graded as sched_mod
 from sdm_neuro.compiler.schedule_graded import schedule_graded
 from sdm_neuro.errors import CheckpointError, ConfigError
@@ -43,10 +43,11 @@ def _quantized(cfg, randomized, threshold=1.0, seed=0):
     return model, build_graded_graph(model, cal)
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", sorted(CONFIGS) + ["tsm"])
 @pytest.mark.parametrize("threshold", [1.0, 0.998])
 def test_graded_lowering_reproduces_model(name, threshold, randomized):
-    cfg = CONFIGS[name]
+    """(TSM: the float graph that calibrates its composed mapping.)"""
+    cfg = CONFIGS[name] if name in CONFIGS else CONFIGS["3-levels"].replace(tsm=True)
     torch.manual_seed(0)
     model = randomized(SpikingUNet(cfg)).double().eval()
     model.set_threshold(threshold)
@@ -98,8 +99,11 @@ def test_every_conv_is_one_shared_kernel(randomized):
 
 def test_tsm_is_refused_with_the_way_out(randomized):
     cfg = CONFIGS["sddpm"].replace(tsm=True)
+    model = randomized(SpikingUNet(cfg)).eval()
     with pytest.raises(ConfigError, match="composed"):
-        lower_graded(randomized(SpikingUNet(cfg)).eval())
+        build_graded_graph(model, [])  # before any work: no calibration set needed
+    with pytest.raises(ConfigError, match="composed"):  # a float graph is not deployable
+        quantize_graded(lower_graded(model.double()), {})
 
 
 def test_quantized_formats(randomized):
