@@ -100,30 +100,36 @@ def decisive(choose: Callable[[Stats], object], stats: Stats) -> bool:
 
 class Calibration:
     """The calibration of one model on one input set. Its float run's ranges are measured once
-    per dtype and serve both mappings (``energy-report`` and a graded export build both)."""
+    per dtype and serve both mappings (``energy-report`` and a graded export build both); the
+    float graph it runs is not kept (its float64 weights are the model's size twice over)."""
 
     def __init__(self, model: SpikingUNet, inputs: Inputs) -> None:
         self.model, self.inputs = model, inputs
-        self._graph: GradedGraph | None = None
         self._stats: dict[torch.dtype, Stats] = {}
 
-    def graph(self) -> GradedGraph:
-        """The float graded graph the ranges are measured on."""
-        if self._graph is None:
-            from .lower_graded import lower_graded
+    def float_graph(self) -> GradedGraph:
+        """The float graded graph the ranges are measured on (lowered anew: about a second)."""
+        from .lower_graded import lower_graded
 
-            self._graph = lower_graded(copy.deepcopy(self.model).double())
-        return self._graph
+        return lower_graded(copy.deepcopy(self.model).double())
 
-    def ranges(self, choose: Callable[[Stats], object]) -> tuple[Stats, torch.dtype]:
+    def ranges(self, choose: Callable[[Stats], object], graph: GradedGraph | None = None
+               ) -> tuple[Stats, torch.dtype]:
         """(ranges, the dtype they were measured in) for a quantizer whose discrete choices are
-        ``choose(ranges)``: float32, float64 when ``choose`` is not :func:`decisive` on them."""
+        ``choose(ranges)``: float32, float64 when ``choose`` is not :func:`decisive` on them.
+        ``graph``: :meth:`float_graph`, when the caller has it."""
         for dtype in (torch.float32, torch.float64):
-            if dtype not in self._stats:
-                self._stats[dtype] = measure(self.graph(), self.inputs, dtype)
-            if dtype == torch.float64 or decisive(choose, self._stats[dtype]):
-                return self._stats[dtype], dtype
+            stats = self.measured(dtype, graph)
+            if dtype == torch.float64 or decisive(choose, stats):
+                return stats, dtype
         raise AssertionError("unreachable")
+
+    def measured(self, dtype: torch.dtype = torch.float32, graph: GradedGraph | None = None
+                 ) -> Stats:
+        """The ranges of the float run in ``dtype`` (run now unless done)."""
+        if dtype not in self._stats:
+            self._stats[dtype] = measure(graph or self.float_graph(), self.inputs, dtype)
+        return self._stats[dtype]
 
 
 def as_calibration(model: SpikingUNet, calibration: Calibration | Inputs) -> Calibration:

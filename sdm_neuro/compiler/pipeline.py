@@ -60,6 +60,8 @@ def calibration_inputs(images: torch.Tensor, *, count: int = CALIBRATION["images
 def build_integer_graph(model: SpikingUNet, calibration: Calibration | Inputs) -> DeployGraph:
     """Lower (in float64), calibrate on ``calibration`` (see :mod:`.calibrate`) and quantize.
     The host decoder keeps the model's own float32 parameters."""
+    calibration = as_calibration(model, calibration)
+    calibration.measured()  # first: its float graph is gone before the composed one exists
     graph = lower(copy.deepcopy(model).double())
     tail = {k: v.float() for k, v in graph.host.tail.items()}
     graph = graph.replace(host=dataclasses.replace(graph.host, tail=tail))
@@ -68,7 +70,7 @@ def build_integer_graph(model: SpikingUNet, calibration: Calibration | Inputs) -
     def choose(stats):
         return {k: (n.vth, n.bias_exp) for k, n in neuron_choices(graph, stats, wmaxes).items()}
 
-    stats, dtype = as_calibration(model, calibration).ranges(choose)
+    stats, dtype = calibration.ranges(choose)
     graph = quantize(graph, neuron_choices(graph, stats, wmaxes))
     return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).split(".")[1]})
 

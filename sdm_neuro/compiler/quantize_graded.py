@@ -172,7 +172,7 @@ def build_graded_graph(model: SpikingUNet, calibration: Calibration | Inputs,
     parameters."""
     check_graded_lowerable(model)
     calibration = as_calibration(model, calibration)
-    graph = calibration.graph()
+    graph = calibration.float_graph()
     tail = {k: v.float() for k, v in graph.host.tail.items()}
     graph = graph.replace(host=dataclasses.replace(graph.host, tail=tail))
 
@@ -180,6 +180,6 @@ def build_graded_graph(model: SpikingUNet, calibration: Calibration | Inputs,
         scales, neurons = graded_choices(graph, stats, payload_bits)
         return scales, {k: (n.vth, n.bias_exp) for k, n in neurons.items()}
 
-    stats, dtype = calibration.ranges(choose)
+    stats, dtype = calibration.ranges(choose, graph)
     graph = quantize_graded(graph, stats, payload_bits=payload_bits)
     return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).split(".")[1]})
