@@ -74,7 +74,7 @@ class _Conv:
     conn: Connection
     weight32: torch.Tensor | None     # float32 kernel (w << e) when binary inputs keep every
     #                                   partial sum an integer below 2**24
-    weight64: torch.Tensor            # float64 kernel (w << e)
+    weight64: torch.Tensor | None     # float64 kernel (w << e), for every other conv
     bound: int                        # max over targets of sum |w << e| over its taps
 
 
@@ -104,7 +104,8 @@ class _Runner:
             bound = int(w.abs().flatten(1).sum(1).max())
             w32 = (w.to(dev, torch.float32).contiguous()
                    if c.src in self.binary and bound < FLOAT32_EXACT else None)
-            self.convs[i] = _Conv(c, w32, w.to(dev, torch.float64).contiguous(), bound)
+            w64 = w.to(dev, torch.float64).contiguous() if w32 is None else None
+            self.convs[i] = _Conv(c, w32, w64, bound)
         # A node accumulates in float32 when all its inputs are such float32 convs and their
         # bounds sum below 2**24 (the IF layers reading one conv), else in float64.
         self.acc_dtype = {}

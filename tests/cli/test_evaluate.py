@@ -124,3 +124,30 @@ def test_cli_evaluate_with_malformed_idx_exits_5(tmp_path, capsys):
     assert rc == DatasetError.exit_code, err
     assert f"{data / 'train-images-idx3-ubyte'}: truncated: header says 3x28x28 = 2352" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_integer_scores_simulates_integer_samples(tmp_path, capsys):
+    """``evaluate --integer MAPPING`` samples with the integer simulator quantized as simulate
+    does: the same samples as ``simulate`` from the same seed, with the mapping recorded."""
+    common = ["--sampler", "ddim", "--steps", "2", "--num", "3", "--batch", "3",
+              "--calibration-images", "4", "--quiet"]
+    for mapping in ("composed", "graded"):
+        ev, sim = tmp_path / f"ev_{mapping}", tmp_path / f"sim_{mapping}"
+        assert cli(["evaluate", "--integer", mapping, "--kid-subsets", "2",
+                    "--kid-subset-size", "2", "--out", str(ev), *common]) == 0
+        assert cli(["simulate", "--mapping", mapping, "--out", str(sim), *common]) == 0
+        assert np.array_equal(np.load(ev / "samples.npy"), np.load(sim / "samples.npy"))
+        integer = json.loads((ev / "report.json").read_text())["integer"]
+        assert integer == {"mapping": mapping, "mode": "ideal", "device": "cpu",
+                           "calibration_images": 4}
+
+
+def test_evaluate_integer_options_are_checked(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert cli(["evaluate", "--calibration-images", "4", "--out", str(out), "--quiet"]) == 2
+    assert "add --integer" in capsys.readouterr().err
+    np.save(tmp_path / "s.npy", GOOD_SAMPLES)
+    assert cli(["evaluate", "--integer", "graded", "--samples", str(tmp_path / "s.npy"),
+                "--out", str(out), "--quiet"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert not out.exists()
