@@ -13,7 +13,6 @@ violation.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

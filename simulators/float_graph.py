@@ -1,6 +1,6 @@
 """Float reference execution of a (lowered, unquantized) deployment graph: the check that
 lowering preserved the model. IF semantics as the PyTorch model (``v >= threshold``, hard
-reset); arithmetic in float64, or float32 for calibration (``dtype``)."""
+reset); arithmetic in float64."""
 
 from __future__ import annotations
 
@@ -31,9 +31,8 @@ def _gain(proj: Projection, steps: int, dtype: torch.dtype) -> torch.Tensor:
 @torch.no_grad()
 def run_float_graph(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *,
                     observe: dict[str, list[float]] | None = None,
-                    dtype: torch.dtype = torch.float64,
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(eps [B, C, H, W] float32, spikes per population [T, B, C, H, W] in ``dtype``).
+    """(eps [B, C, H, W] float32, spikes per population [T, B, C, H, W] float64).
 
     ``observe``: filled with ``[max v, min v, max |current|, max |bias current|]`` per
     population (v before the threshold test), for calibration."""
@@ -44,16 +43,15 @@ def run_float_graph(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *,
     def current(dst: str) -> torch.Tensor:
         total = 0
         for p in graph.inputs(dst):
-            total = total + _gain(p, steps, dtype) * project(p, spikes[p.src],
-                                                             p.weight.to(dtype))
+            total = total + _gain(p, steps, torch.float64) * project(p, spikes[p.src], p.weight)
         return total
 
     for pop in graph.populations:
         c, h, w = pop.shape
-        bias = per_call_bias(graph, pop, t, pixels).to(dtype)
+        bias = per_call_bias(graph, pop, t, pixels)
         drive = (current(pop.name) + bias).expand(steps, x.shape[0], c, h, w)
         spikes[pop.name] = fire_float(pop.name, drive, bias, pop.threshold, observe)
-    h = current(HOST) + graph.host.tail_bias[:, None, :, None, None].to(dtype)
+    h = current(HOST) + graph.host.tail_bias[:, None, :, None, None]
     return decoder_tail(graph, h), spikes
 
 

@@ -30,7 +30,6 @@ from collections.abc import Callable
 import torch
 
 from ..ir.graded import GradedGraph
-from ..ir.graph import DeployGraph
 from ..models.unet import SpikingUNet
 from .quantize_graph import PopulationStats
 
@@ -57,23 +56,17 @@ def observe_ranges(run, inputs: Inputs) -> dict[str, list[float]]:
     return acc
 
 
-def measure(graph: DeployGraph | GradedGraph, inputs: Inputs, dtype: torch.dtype) -> Stats:
-    """Ranges of ``graph``'s float run on ``inputs``: per population :class:`PopulationStats`
-    (in thresholds; the bias over every t, not only the calibration ones), per relay the
-    largest |payload part| (float units)."""
-    from ..simulators.float_graph import run_float_graph
+def measure(graph: GradedGraph, inputs: Inputs, dtype: torch.dtype) -> Stats:
+    """Ranges of the float graded ``graph``'s run on ``inputs``: per population
+    :class:`PopulationStats` (in thresholds; the bias over every t, not only the calibration
+    ones), per relay the largest |payload part| (float units)."""
     from ..simulators.graded_float import run_float_graded
 
-    if isinstance(graph, GradedGraph):
-        def run(x, t, seen):
-            run_float_graded(graph, x, t, observe=seen, keep=False, dtype=dtype)
-        relays = [r.name for r in graph.relays]
-    else:
-        def run(x, t, seen):
-            run_float_graph(graph, x, t, observe=seen, dtype=dtype)
-        relays = []
+    def run(x, t, seen):
+        run_float_graded(graph, x, t, observe=seen, keep=False, dtype=dtype)
+
     acc = observe_ranges(run, inputs)
-    out: Stats = {r: acc[r][0] for r in relays}
+    out: Stats = {r.name: acc[r.name][0] for r in graph.relays}
     tables = graph.host.temb_table
     for pop in graph.populations:
         v_max, v_min, drive, bias = acc[pop.name]
