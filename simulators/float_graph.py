@@ -58,7 +58,8 @@ def run_float_graph(graph: DeployGraph, x: torch.Tensor, t: torch.Tensor, *,
 def fire_float(name: str, drive: torch.Tensor, bias: torch.Tensor, threshold: float,
                observe: dict[str, list[float]] | None) -> torch.Tensor:
     """Float IF layer over ``drive`` ``[T, ...]``: v += drive, spike at ``v >= threshold``, hard
-    reset; spikes in ``drive``'s dtype. ``observe[name]``: [max v, min v, max |drive|, max |bias|]."""
+    reset; spikes in ``drive``'s dtype. ``observe[name]``: [max v, min v, max |drive|,
+    max |bias|]."""
     v = torch.zeros_like(drive[0])
     out = []
     lo, hi = math.inf, -math.inf
