@@ -279,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="sample with the bit-exact integer (Loihi 2 fixed point) simulator of this mapping "
       "instead of the float model, quantized as simulate does (--device: where its integer "
       "network runs, bit-identical to the CPU)")
-    a("--mode", choices=("ideal", "hardware"), default="ideal",
-      help="the integer simulator's timing (with --integer)")
+    a("--mode", choices=("ideal", "hardware"),
+      help="the integer simulator's timing (with --integer; default ideal)")
     a("--calibration-images", type=positive_int, metavar="N",
       help="training images the quantization is calibrated on (with --integer; default 128)")
     a("--dataset", choices=DATASETS,

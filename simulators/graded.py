@@ -115,6 +115,15 @@ class _Runner:
             total = sum(self.convs[i].bound for i in ins) if exact32 else FLOAT32_EXACT
             self.acc_dtype[n.name] = torch.float32 if total < FLOAT32_EXACT else torch.float64
 
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(eps on the CPU, every node's output ``[T, B, C, H, W]`` on the device: bool spikes;
+        payloads as float tensors holding exact integers). The timing's ``_call`` runs in
+        :func:`~sdm_neuro.simulators.device.exact_mode`."""
+        with exact_mode():
+            return self._call(x, t, counters)
+
     def apply(self, i: int, z: torch.Tensor, events: dict[str, int] | None) -> torch.Tensor:
         """Connection ``i`` (not an identity: see :meth:`deliver`) on its source's output ``z``
         ``[N, C, H, W]`` (bool spikes or float64 payloads) -> integers ``[N, C', H', W']`` in a
@@ -217,14 +226,6 @@ class GradedSimulator(_Runner):
     """Ideal timing: every node sees its input in the same SNN step as in the PyTorch model;
     all T_snn steps of a node at once."""
 
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(eps on the CPU, every node's output ``[T, B, C, H, W]`` on the device: bool spikes;
-        payloads as float tensors holding exact integers)."""
-        with exact_mode():
-            return self._call(x, t, counters)
-
     def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         g = self.graph
@@ -271,12 +272,6 @@ class GradedTimedSimulator(_Runner):
                               "delays); run sdm_neuro.compiler.schedule_graded on it first.")
         super().__init__(graph, device)
         self.length = call_length(graph)
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with exact_mode():
-            return self._call(x, t, counters)
 
     def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

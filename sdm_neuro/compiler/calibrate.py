@@ -125,6 +125,12 @@ class Calibration:
         return self._stats[dtype]
 
 
+def stamped(graph, dtype: torch.dtype):
+    """``graph`` with the dtype its ranges were measured in (``meta["calibration_dtype"]``)."""
+    return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).removeprefix(
+        "torch.")})
+
+
 def as_calibration(model: SpikingUNet, calibration: Calibration | Inputs) -> Calibration:
     """``calibration``, or a new :class:`Calibration` of ``model`` on those inputs."""
     if isinstance(calibration, Calibration):

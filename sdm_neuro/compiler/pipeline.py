@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..models.unet import SpikingUNet
 from ..ir.graph import DeployGraph
 from .lower import lower
-from .calibrate import Calibration, Inputs, as_calibration
+from .calibrate import Calibration, Inputs, as_calibration, stamped
 from .quantize_graph import incoming_weight_max, neuron_choices, quantize
 
 # The CLI's calibration set: its default size (--calibration-images) and the batches it is drawn
@@ -71,8 +71,7 @@ def build_integer_graph(model: SpikingUNet, calibration: Calibration | Inputs) -
         return {k: (n.vth, n.bias_exp) for k, n in neuron_choices(graph, stats, wmaxes).items()}
 
     stats, dtype = calibration.ranges(choose)
-    graph = quantize(graph, neuron_choices(graph, stats, wmaxes))
-    return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).split(".")[1]})
+    return stamped(quantize(graph, neuron_choices(graph, stats, wmaxes)), dtype)
 
 
 @dataclass

@@ -25,13 +25,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-
 from ..errors import ConfigError
 from ..ir.fixed_point import ACT_SHIFT, WEIGHT_EXP_MAX, WEIGHT_EXP_MIN, WEIGHT_MAX
 from ..ir.graded import Connection, GradedGraph
 from ..ir.graph import NeuronParams
 from ..models.unet import SpikingUNet
-from .calibrate import Calibration, Inputs, Stats, as_calibration
+from .calibrate import Calibration, Inputs, Stats, as_calibration, stamped
 from .lower_graded import check_graded_lowerable
 from .quantize_graph import MARGIN, NeuronChoice, choose_neuron, quantize_weight
 
@@ -181,5 +180,4 @@ def build_graded_graph(model: SpikingUNet, calibration: Calibration | Inputs,
         return scales, {k: (n.vth, n.bias_exp) for k, n in neurons.items()}
 
     stats, dtype = calibration.ranges(choose, graph)
-    graph = quantize_graded(graph, stats, payload_bits=payload_bits)
-    return graph.replace(meta={**graph.meta, "calibration_dtype": str(dtype).split(".")[1]})
+    return stamped(quantize_graded(graph, stats, payload_bits=payload_bits), dtype)

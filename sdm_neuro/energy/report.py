@@ -274,8 +274,9 @@ def energy_report(model: SpikingUNet, graph: DeployGraph | None, images: torch.T
                   device: str | None = None) -> dict:
     """Measure activity (unless given, e.g. from ``simulate.json``) of the composed ``graph``
     and of the ``graded`` graph (the integer network on ``device``), whichever are given, on
-    the same noised images and t; count the model's layer ops at those t, and build the report dict: the composed mapping's keys at the
-    top level (when ``graph`` is given) and both mappings side by side under ``mappings``.
+    the same noised images and t; count the model's layer ops at those t, and build the report
+    dict: the composed mapping's keys at the top level (when ``graph`` is given) and both
+    mappings side by side under ``mappings``.
     ``images``: training images in [-1, 1] (noised to each measured t)."""
     from ..diffusion import LinearSchedule
     from ..diffusion.samplers import model_call_steps

@@ -39,7 +39,7 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              steps: int = 1000, num: int = 250, batch: int = 250, seed: int = 0,
              device: str = "cpu", threshold: float | None = None,
              samples: str | Path | None = None, integer: str | None = None,
-             mode: str = "ideal", calibration_images: int | None = None,
+             mode: str | None = None, calibration_images: int | None = None,
              dataset: str | None = None,
              data_dir: str | Path | None = None, classifier: str | Path | None = None,
              inception_weights: str | Path | None = None, kid_subsets: int = 100,
@@ -54,9 +54,10 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
 
     The samples come from the float model of ``checkpoint`` (default: the shipped one), from its
     bit-exact integer simulator in mapping ``integer`` (quantized as ``simulate`` does; its
-    integer network on ``device``), or from ``samples`` (.npy [N, C, H, W] in [-1, 1]). Writes ``report.json``, ``samples.png``,
-    ``classes.png`` (and ``samples.npy``, and a classifier trained now) into ``out`` (replaced
-    with ``force``). (The first paragraph is the command's ``--help`` description.)"""
+    integer network on ``device``), or from ``samples`` (.npy [N, C, H, W] in [-1, 1]). Writes
+    ``report.json``, ``samples.png``, ``classes.png`` (and ``samples.npy``, and a classifier
+    trained now) into ``out`` (replaced with ``force``). (The first paragraph is the command's
+    ``--help`` description.)"""
     import numpy as np
 
     from ..diffusion import LinearSchedule, generate
@@ -74,8 +75,9 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     check_outputs("evaluate", out=out, force=force)
     data_dir, samples = as_path(data_dir), as_path(samples)
     check_kid_options(kid_subsets, kid_subset_size)  # before sampling, not after
-    if integer is None and calibration_images is not None:
-        raise UsageError("--calibration-images calibrates the integer model: add --integer.")
+    for given, option in ((calibration_images, "--calibration-images"), (mode, "--mode")):
+        if integer is None and given is not None:
+            raise UsageError(f"{option} is an option of the integer model: add --integer.")
     if integer is not None:
         from ..simulators.device import integer_device
 
@@ -96,6 +98,7 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold,
                                 dataset, data_dir, seed, None, notify, calibration_images)
             if integer is not None:
+                mode = mode or "ideal"
                 denoiser, ckpt = _integer_denoiser(opts, sampler, steps, integer, mode, device)
                 dataset = dataset or ckpt.meta.get("dataset")
             else:

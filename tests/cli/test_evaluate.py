@@ -145,7 +145,10 @@ def test_evaluate_integer_scores_simulates_integer_samples(tmp_path, capsys):
 def test_evaluate_integer_options_are_checked(tmp_path, capsys):
     out = tmp_path / "ev"
     assert cli(["evaluate", "--calibration-images", "4", "--out", str(out), "--quiet"]) == 2
-    assert "add --integer" in capsys.readouterr().err
+    assert "--calibration-images is an option of the integer model: add --integer" in \
+        capsys.readouterr().err
+    assert cli(["evaluate", "--mode", "hardware", "--out", str(out), "--quiet"]) == 2
+    assert "--mode is an option of the integer model: add --integer" in capsys.readouterr().err
     np.save(tmp_path / "s.npy", GOOD_SAMPLES)
     assert cli(["evaluate", "--integer", "graded", "--samples", str(tmp_path / "s.npy"),
                 "--out", str(out), "--quiet"]) == 2
