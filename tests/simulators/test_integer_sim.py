@@ -170,12 +170,14 @@ def test_upsample_phases_equal_conv_after_nearest_upsample(tsm: bool) -> None:
 @pytest.mark.parametrize("tsm", [False, True])
 def test_timed_layer_by_layer_equals_a_global_step_loop(graphs, host_reference, tsm):
     """Every population's spikes at every global step (outside the windows too) and the
-    any-step events equal a loop over global steps written here: at step tau each projection
-    delivers its source's step tau - latency - delay (int64 numpy convs, Lava's shifts), then
-    every population updates (LIFReset at its window start)."""
+    any-step events equal a loop over global steps written here in numpy int64, sharing no
+    helper with the simulator: at step tau a projection delivers its source's step
+    tau - latency - delay (latency 1, 2 through TSM's relays; numpy convs, Lava's shifts), then
+    every IF population updates as Lava's LIF with du 4095, dv 0 (u = a_in << 6 wrapped once
+    into (-2**23, 2**23], v += u + bias << bias_exp clipped to 24 bits, spike v > vth << 6,
+    reset to 0), with LIFReset zeroing u and v at its window start."""
     from sdm_neuro.compiler.schedule import schedule
-    from sdm_neuro.ir.graph import call_length, latency
-    from sdm_neuro.simulators.lif import LifParams, LifState, lif_reset, lif_step
+    from sdm_neuro.ir.graph import call_length
     from sdm_neuro.simulators.timed import TimedSimulator
 
     graph = schedule(graphs[tsm])
@@ -186,37 +188,44 @@ def test_timed_layer_by_layer_equals_a_global_step_loop(graphs, host_reference, 
     counters = Counters()
     sim(x, t, counters)
     steps, length, batch = graph.config.snn_steps, call_length(graph), 2
+    assert all((p.lif.du, p.lif.dv) == (4095, 0) for p in graph.populations)
     biases = host_reference[0](graph, x, t)
     hist = {p.name: np.zeros((length, batch, *p.shape), bool) for p in graph.populations}
-    state = {p.name: LifState.zeros((batch, *p.shape)) for p in graph.populations}
-    events: dict[str, int] = {}
+    v = {p.name: np.zeros((batch, *p.shape), np.int64) for p in graph.populations}
+    offset = {p.name: p.offset for p in graph.populations}
+    wraps = saturations = 0
     for tau in range(length):
         drive = {p.name: np.zeros((batch, *p.shape), np.int64) for p in graph.populations}
         for p in graph.projections:
-            when = tau - latency(p) - p.delay
+            relayed = p.weight_int is not None and p.weight_int.dim() == 5
+            when = tau - (2 if relayed else 1) - p.delay
             if p.dst == HOST or when < 0:
                 continue
-            src = next(q for q in graph.populations if q.name == p.src)
-            k = min(max(when - src.offset, 0), steps - 1)
-            wi = p.weight_int[k] if p.weight_int.dim() == 5 else p.weight_int
+            k = min(max(when - offset[p.src], 0), steps - 1)
+            wi = p.weight_int[k] if relayed else p.weight_int
             acc = _np_conv(hist[p.src][when].astype(np.int64), wi.numpy().astype(np.int64),
                            p.stride, p.upsample)
             drive[p.dst] += acc << p.weight_exp if p.weight_exp >= 0 else acc >> -p.weight_exp
         for pop in graph.populations:
             if tau == pop.offset:
-                lif_reset(state[pop.name])
+                v[pop.name][:] = 0  # (u forgets every step at du 4095)
             k = min(max(tau - pop.offset, 0), steps - 1)
-            out = lif_step(state[pop.name], torch.from_numpy(drive[pop.name]),
-                           torch.from_numpy(biases[pop.name][k]),
-                           LifParams(du=pop.lif.du, dv=pop.lif.dv, vth=pop.lif.vth,
-                                     bias_exp=pop.lif.bias_exp),
-                           counters=events)
-            hist[pop.name][tau] = out.numpy()
+            u = drive[pop.name] << 6
+            wrapped = (u > 2**23) | (u <= -(2**23))
+            wraps += int(wrapped.sum())
+            u = np.where(u > 2**23, u - 2**24, np.where(u <= -(2**23), u + 2**24, u))
+            vv = v[pop.name] + u + (biases[pop.name][k] << pop.lif.bias_exp)
+            saturations += int((np.abs(vv) > 2**23 - 1).sum())
+            vv = np.clip(vv, -(2**23 - 1), 2**23 - 1)
+            hist[pop.name][tau] = vv > (pop.lif.vth << 6)
+            v[pop.name] = np.where(hist[pop.name][tau], 0, vv)
     outside = 0
     for pop in graph.populations:
         assert np.array_equal(sim.history[pop.name].numpy(), hist[pop.name]), pop.name
         window = slice(pop.offset, pop.offset + steps)
         outside += int(hist[pop.name].sum() - hist[pop.name][window].sum())
-    assert {k: v for k, v in counters.events.items() if k.endswith("(any step)")} == \
-        {f"{k} (any step)": v for k, v in events.items()}
+    assert counters.events.get("u_wrap (any step)", 0) == wraps
+    assert counters.events.get("v_saturate (any step)", 0) == saturations
+    assert set(counters.events) <= {"u_wrap (any step)", "v_saturate (any step)",
+                                    "bias_clip"}
     assert outside > 0  # the out-of-window dynamics were exercised
