@@ -61,14 +61,22 @@ def fire_float(name: str, drive: torch.Tensor, bias: torch.Tensor, threshold: fl
     reset; spikes in ``drive``'s dtype. ``observe[name]``: [max v, min v, max |drive|,
     max |bias|]."""
     v = torch.zeros_like(drive[0])
-    out = []
+    out = torch.empty_like(drive)
+    fired = torch.empty(v.shape, dtype=torch.bool, device=v.device)
     lo, hi = math.inf, -math.inf
     for s in range(drive.shape[0]):
-        v = v + drive[s]
-        lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-        fired = v >= threshold
-        v = torch.where(fired, torch.zeros_like(v), v)
-        out.append(fired.to(drive.dtype))
+        v += drive[s]
+        if observe is not None:
+            a, b = torch.aminmax(v)
+            lo, hi = min(lo, float(a)), max(hi, float(b))
+        torch.ge(v, threshold, out=fired)
+        v.masked_fill_(fired, 0.0)
+        out[s].copy_(fired)
     if observe is not None:
-        observe[name] = [hi, lo, float(drive.abs().max()), float(bias.abs().max())]
-    return torch.stack(out)
+        observe[name] = [hi, lo, abs_max(drive), abs_max(bias)]
+    return out
+
+
+def abs_max(x: torch.Tensor) -> float:
+    lo, hi = torch.aminmax(x)
+    return max(-float(lo), float(hi))

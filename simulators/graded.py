@@ -38,6 +38,7 @@ from ..ir.fixed_point import NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU, STATE_BITS
 from ..ir.graded import Connection, GradedGraph
 from ..ir.graph import Projection, call_length, is_scheduled
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
+from .counting import nonzero_counts
 from .device import exact_mode, integer_device
 from .integer import FLOAT32_EXACT, Counters, bias_mantissa
 from .lif import LifParams, LifState, if_run, lif_reset, lif_step
@@ -200,13 +201,13 @@ class _Runner:
         h = payload.to("cpu", torch.float64) * r.scale + r.bias[:, None, :, None, None]
         return decoder_tail(self.graph, h).float()
 
-    def count(self, outputs: dict[str, torch.Tensor], batch: int, counters: Counters,
+    def count(self, nonzero: dict[str, torch.Tensor], batch: int, counters: Counters,
               events: dict[str, int], suffix: str = "") -> None:
         """Spikes, graded payloads (non-zero), synaptic operations (non-zero inputs x targets),
-        neuron updates (IF and relay neurons every step), host MACs, events."""
+        neuron updates (IF and relay neurons every step), host MACs, events. ``nonzero``: each
+        node's :func:`~.counting.nonzero_counts`."""
         g = self.graph
         steps = g.config.snn_steps
-        nonzero = {n: (o != 0).sum(dim=(0, 1), dtype=torch.float64) for n, o in outputs.items()}
         for n in g.nodes():
             total = int(nonzero[n.name].sum())
             if g.is_relay(n.name):
@@ -224,7 +225,24 @@ class _Runner:
 
 class GradedSimulator(_Runner):
     """Ideal timing: every node sees its input in the same SNN step as in the PyTorch model;
-    all T_snn steps of a node at once."""
+    all T_snn steps of a node at once.
+
+    ``keep_payloads``: return every relay's payloads; without it a relay's payloads are freed
+    after their last reader (the output relay's are kept), which bounds the call's memory by the
+    live activations, as in the float forward."""
+
+    def __init__(self, graph: GradedGraph, device: str | torch.device | None = None, *,
+                 keep_payloads: bool = True) -> None:
+        super().__init__(graph, device)
+        self.keep_payloads = keep_payloads
+        last: dict[str, str] = {}
+        for node in graph.nodes():
+            for c in graph.inputs(node.name):
+                last[c.src] = node.name
+        self.freed_after: dict[str, list[str]] = {}
+        for src, reader in last.items():
+            if graph.is_relay(src) and src != graph.output:
+                self.freed_after.setdefault(reader, []).append(src)
 
     def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -233,6 +251,7 @@ class GradedSimulator(_Runner):
         bias = self.biases(x, t, counters)
         events: dict[str, int] = {}
         out: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
         index = {id(c): i for i, c in enumerate(g.connections)}
         for node in g.nodes():
             acc, dtype = None, self.acc_dtype[node.name]
@@ -256,9 +275,14 @@ class GradedSimulator(_Runner):
                 out[node.name] = acc
             else:
                 out[node.name] = self.fire(node.name, acc, bias[node.name], events)
+            if counters is not None:
+                counts[node.name] = nonzero_counts(out[node.name])
+            if not self.keep_payloads:
+                for src in self.freed_after.get(node.name, ()):
+                    del out[src]
         self.note(events)
         if counters is not None:
-            self.count(out, batch, counters, events)
+            self.count(counts, batch, counters, events)
         return self.decode(out[g.output]), out
 
 
@@ -312,7 +336,8 @@ class GradedTimedSimulator(_Runner):
                 self.overflow(out[r.name], events)
             # Events of every global step, the steps outside the windows included (as
             # simulators/timed.py labels them).
-            self.count(out, batch, counters, events, suffix=" (any step)")
+            self.count({n: nonzero_counts(o) for n, o in out.items()}, batch, counters, events,
+                       suffix=" (any step)")
         return self.decode(out[g.output]), out
 
 

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..ir.graded import Connection, GradedGraph
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
-from .float_graph import fire_float
+from .float_graph import abs_max, fire_float
 
 
 def add_float(conn: Connection, z: torch.Tensor, total: torch.Tensor) -> None:
@@ -66,10 +66,9 @@ def run_float_graded(graph: GradedGraph, x: torch.Tensor, t: torch.Tensor, *,
         if graph.is_relay(node.name):
             out[node.name] = total
             if observe is not None:
-                observe[node.name] = [float(total.abs().max())]
+                observe[node.name] = [abs_max(total)]
             continue
         bias = per_call_bias(graph, node, t, pixels).to(dtype)
-        drive = (total + bias).expand(steps, batch, c, h, w)
-        out[node.name] = fire_float(node.name, drive, bias, node.threshold, observe)
+        out[node.name] = fire_float(node.name, total.add_(bias), bias, node.threshold, observe)
     final = out[graph.output] + graph.relay(graph.output).bias[:, None, :, None, None].to(dtype)
     return decoder_tail(graph, final), out

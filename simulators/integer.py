@@ -22,6 +22,7 @@ from ..ir.graph import HOST, DeployGraph, Population, Projection
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
 from ..errors import ConfigError
 from ..ir.fixed_point import BIAS_MAX, BIAS_MIN, NO_LEAK_DV, NO_SYNAPTIC_MEMORY_DU
+from .counting import nonzero_counts
 from .device import exact_mode, integer_device
 from .float_graph import project
 from .lif import LifParams, LifState, if_run, lif_step
@@ -285,7 +286,6 @@ class IntegerSimulator:
         steps, batch, dev = g.config.snn_steps, x.shape[0], self.device
         pixels = pixel_current(g, x)
         spikes: dict[str, torch.Tensor] = {}
-        floats: dict[str, torch.Tensor] = {}
         a_in: dict[str, torch.Tensor] = {}
         for pop in g.populations:
             c, h, w = pop.shape
@@ -304,8 +304,7 @@ class IntegerSimulator:
                 out = torch.stack([lif_step(state, drive[s], bias[s], params, counters=events,
                                             check=False) for s in range(steps)])
             spikes[pop.name] = out
-            as_float = {torch.float32: out.to(torch.float32)}  # the host reads float32 too
-            floats[pop.name] = as_float[torch.float32]
+            as_float: dict[torch.dtype, torch.Tensor] = {}  # one conversion per conv dtype
             for f in self.fused.get(pop.name, ()):
                 if f.dtype not in as_float:
                     as_float[f.dtype] = out.to(f.dtype)
@@ -315,17 +314,16 @@ class IntegerSimulator:
                     counters.events[k] += v
         if counters is not None:
             self._count(spikes, batch, counters)
-        return self.decode(floats, steps), spikes
+        return self.decode(spikes, steps), spikes
 
     def _count(self, spikes: dict[str, torch.Tensor], batch: int, counters: Counters) -> None:
         """Spikes, synaptic operations (spikes x true fan-out), neuron updates, host MACs."""
         g = self.graph
         steps = g.config.snn_steps
         for pop in g.populations:
-            out = spikes[pop.name]
-            counters.spikes[pop.name] += int(out.sum())
+            per_src = nonzero_counts(spikes[pop.name])
+            counters.spikes[pop.name] += int(per_src.sum())
             counters.neuron_updates += steps * batch * pop.neurons
-            per_src = out.sum(dim=(0, 1), dtype=torch.float64)
             for f in self.fused.get(pop.name, ()):
                 for i, _, _ in f.members:
                     p = g.projections[i]

@@ -105,8 +105,10 @@ class IntegerDenoiser:
             self.graph = (schedule_graded if graded else schedule)(self.graph)
             self.sim = (GradedTimedSimulator if graded else TimedSimulator)(self.graph,
                                                                            self.device)
+        elif graded:  # a sampler reads eps and the populations' spikes, not the payloads
+            self.sim = GradedSimulator(self.graph, self.device, keep_payloads=False)
         else:
-            self.sim = (GradedSimulator if graded else IntegerSimulator)(self.graph, self.device)
+            self.sim = IntegerSimulator(self.graph, self.device)
         self.counters = Counters()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

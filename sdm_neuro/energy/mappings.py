@@ -68,7 +68,7 @@ def measure_graded_activity(graph: GradedGraph, images: torch.Tensor, ts: list[i
     from ..simulators.graded import GradedSimulator
     from ..simulators.integer import Counters
 
-    sim = GradedSimulator(graph, device)
+    sim = GradedSimulator(graph, device, keep_payloads=False)
     sch = LinearSchedule(num_steps=graph.config.diffusion_steps)
     gen = torch.Generator().manual_seed(seed)
     graded = {r.name for r in graph.relays if not r.binary}

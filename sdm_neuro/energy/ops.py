@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ..ir.connectivity import axis_reach
 from ..models.unet import SpikingUNet
 
 
@@ -36,13 +36,16 @@ class LayerOps:
         return self.rows * self.dense_per_row
 
 
-def _conv_effective(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Synaptic ops of each row: non-zero inputs times the taps they reach (exact at borders)."""
-    ones = torch.ones(conv.out_channels, conv.in_channels // conv.groups, *conv.kernel_size,
-                      dtype=torch.float64)
-    nz = (x != 0).to(torch.float64)
-    return F.conv2d(nz, ones, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                    groups=conv.groups).flatten(1).sum(1)
+def _conv_effective(conv: nn.Conv2d, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Synaptic ops of each row: non-zero inputs times the taps they reach (exact at borders):
+    input ``(c, y, x)`` reaches ``C_out / groups * reach_y[y] * reach_x[x]`` taps."""
+    (ky, kx), (sy, sx), (py, px), (dy, dx) = (conv.kernel_size, conv.stride, conv.padding,
+                                              conv.dilation)
+    ry = axis_reach(x.shape[2], out.shape[2], ky, sy, py, dy)
+    rx = axis_reach(x.shape[3], out.shape[3], kx, sx, px, dx)
+    nz = (x != 0).sum(1, dtype=torch.float64)  # [N, H, W]
+    return (nz * (ry[:, None] * rx[None, :])).flatten(1).sum(1) * (conv.out_channels
+                                                                   // conv.groups)
 
 
 @torch.no_grad()
@@ -63,7 +66,7 @@ def model_ops(model: SpikingUNet, x: torch.Tensor, t: torch.Tensor) -> list[Laye
             rows = z.shape[0] // batch  # conv runs on the time-flattened batch
             per_row = (out[0].numel() * module.in_channels // module.groups
                        * module.kernel_size[0] * module.kernel_size[1])
-            eff = float(_conv_effective(module, z).sum()) / batch
+            eff = float(_conv_effective(module, z, out).sum()) / batch
             zeros, size = float((z == 0).sum()) / batch, z[0].numel() * rows
         found.append(LayerOps(name, binary, rows, per_row, eff, zeros, size))
 

@@ -65,10 +65,26 @@ def fan_in(proj: Projection) -> int:
     return best
 
 
+def axis_reach(n_in: int, n_out: int, k: int, stride: int = 1, padding: int = 0,
+               dilation: int = 1) -> torch.Tensor:
+    """[n_in] float64: along one axis of a conv, the (output, tap) pairs that read each input
+    index, i.e. output ``o`` and tap ``j`` with ``o * stride - padding + j * dilation == i`` and
+    ``0 <= o < n_out``. A conv's all-ones fan-out map is separable: input ``(c, y, x)`` reaches
+    ``C_out * reach_y[y] * reach_x[x]`` synapses. Why not the transposed conv of all-ones maps:
+    that is a whole layer's multiply-adds (float64) per count; this is O(k * n_in)."""
+    i = torch.arange(n_in)
+    total = torch.zeros(n_in, dtype=torch.float64)
+    for j in range(k):
+        num = i + padding - j * dilation
+        hit = (num >= 0) & (num % stride == 0) & (torch.div(num, stride, rounding_mode="floor")
+                                                  < n_out)
+        total += hit.to(torch.float64)
+    return total
+
+
 def fan_out(proj: Projection, src_shape: tuple[int, int, int]) -> torch.Tensor:
     """[C_src, H, W] float64: structural synapses of each source neuron (targets one spike
-    reaches, every target channel counted), exact at the borders: the transposed conv of an
-    all-ones output map with an all-ones kernel.
+    reaches, every target channel counted), exact at the borders (:func:`axis_reach`).
 
     After a nearest upsample one source neuron feeds a u x u block, and two taps that land on
     the same target from the same block are one synapse on hardware (their weights add: the
@@ -90,12 +106,9 @@ def fan_out(proj: Projection, src_shape: tuple[int, int, int]) -> torch.Tensor:
 
         return (c_out * reach(h)[:, None] * reach(w)[None, :]).expand(c_in, h, w).clone()
     ho, wo = (h + 2 * pad - k) // proj.stride + 1, (w + 2 * pad - k) // proj.stride + 1
-    ones_out = torch.ones(1, c_out, ho, wo, dtype=torch.float64)
-    ones_k = torch.ones(c_out, c_in, k, k, dtype=torch.float64)
-    per_in = F.conv_transpose2d(ones_out, ones_k, stride=proj.stride, padding=pad,
-                                output_padding=(h - ((ho - 1) * proj.stride - 2 * pad + k),
-                                                w - ((wo - 1) * proj.stride - 2 * pad + k)))
-    return per_in[0]
+    per_pixel = (axis_reach(h, ho, k, proj.stride, pad)[:, None]
+                 * axis_reach(w, wo, k, proj.stride, pad)[None, :])
+    return (c_out * per_pixel).expand(c_in, h, w).clone()
 
 
 def synapses(proj: Projection, src_shape: tuple[int, int, int]) -> int:

@@ -62,14 +62,15 @@ def test_graph_round_trips(tmp_path, randomized):
         assert torch.equal(a.weight, b.weight)
 
 
-@pytest.mark.parametrize("stride, upsample", [(1, 1), (2, 1), (1, 2), (1, 3)])
-def test_fan_out_counts_synapses_exactly_at_the_borders(stride, upsample):
+@pytest.mark.parametrize("stride, upsample, hw", [(1, 1, (4, 4)), (2, 1, (4, 4)), (2, 1, (5, 6)),
+                                              (1, 2, (4, 4)), (1, 3, (4, 4))])
+def test_fan_out_counts_synapses_exactly_at_the_borders(stride, upsample, hw):
     """Against brute force: the output positions each input neuron reaches."""
     from sdm_neuro.ir.graph import Projection
 
     proj = Projection("a", "b", torch.ones(2, 3, 3, 3, dtype=torch.float64), stride=stride,
                       upsample=upsample)
-    h = w = 4
+    h, w = hw
     got = fan_out(proj, (3, h, w))
     from torch.nn import functional as F
 

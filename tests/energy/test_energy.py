@@ -65,16 +65,21 @@ def test_synaptic_ops_equal_a_brute_force_count(tiny):
         assert counters.synops[f"{p.src}->{p.dst}"] == want, (p.src, p.dst)
 
 
-def test_effective_ops_count_nonzero_inputs_times_taps():
-    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
-    z = (torch.rand(1, 2, 5, 6) < 0.3).float()
+@pytest.mark.parametrize("k, stride, pad", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (1, 1, 0)])
+def test_effective_ops_count_nonzero_inputs_times_taps(k, stride, pad):
+    conv = torch.nn.Conv2d(2, 3, k, stride=stride, padding=pad)
+    z = (torch.rand(2, 2, 5, 6) < 0.3).float()
     from sdm_neuro.energy.ops import _conv_effective
 
-    want = 0
-    for c, y, x in z[0].nonzero().tolist():
-        want += 3 * sum(1 for oy in range(5) for ox in range(6)
-                        if abs(oy - y) <= 1 and abs(ox - x) <= 1)
-    assert float(_conv_effective(conv, z)[0]) == want
+    out = conv(z)
+    ho, wo = out.shape[2:]
+    for row in range(2):
+        want = 0  # (output position, tap) pairs each non-zero input feeds, times 3 channels
+        for c, y, x in z[row].nonzero().tolist():
+            want += 3 * sum(1 for oy in range(ho) for ox in range(wo)
+                            if 0 <= y - (oy * stride - pad) < k
+                            and 0 <= x - (ox * stride - pad) < k)
+        assert float(_conv_effective(conv, z, out)[row]) == want
 
 
 def test_convention_counts_spike_layers_as_acs_and_others_as_macs(tiny):
