@@ -73,9 +73,9 @@ def conv_fan_out(conn: Connection, src_shape: tuple[int, int, int]) -> torch.Ten
 @dataclass
 class _Conv:
     conn: Connection
-    weight32: torch.Tensor | None     # float32 kernel (w << e) when binary inputs keep every
-    #                                   partial sum an integer below 2**24
-    weight64: torch.Tensor | None     # float64 kernel (w << e), for every other conv
+    weight32: torch.Tensor | None     # float32 kernel (w << e), for inputs whose sums are
+    #                                   provably integers below 2**23 (exact, never wrap)
+    weight64: torch.Tensor | None     # float64 kernel (w << e), for a payload input beyond that
     bound: int                        # max over targets of sum |w << e| over its taps
 
 
@@ -103,18 +103,9 @@ class _Runner:
                 continue
             w = c.effective_weight()
             bound = int(w.abs().flatten(1).sum(1).max())
-            w32 = (w.to(dev, torch.float32).contiguous()
-                   if c.src in self.binary and bound < FLOAT32_EXACT else None)
-            w64 = w.to(dev, torch.float64).contiguous() if w32 is None else None
+            w32 = w.to(dev, torch.float32).contiguous() if bound < FLOAT32_EXACT else None
+            w64 = (w.to(dev, torch.float64).contiguous() if c.src not in self.binary else None)
             self.convs[i] = _Conv(c, w32, w64, bound)
-        # A node accumulates in float32 when all its inputs are such float32 convs and their
-        # bounds sum below 2**24 (the IF layers reading one conv), else in float64.
-        self.acc_dtype = {}
-        for n in graph.nodes():
-            ins = [i for i, c in enumerate(graph.connections) if c.dst == n.name]
-            exact32 = all(i in self.convs and self.convs[i].weight32 is not None for i in ins)
-            total = sum(self.convs[i].bound for i in ins) if exact32 else FLOAT32_EXACT
-            self.acc_dtype[n.name] = torch.float32 if total < FLOAT32_EXACT else torch.float64
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
@@ -125,20 +116,29 @@ class _Runner:
         with exact_mode():
             return self._call(x, t, counters)
 
-    def apply(self, i: int, z: torch.Tensor, events: dict[str, int] | None) -> torch.Tensor:
+    def apply(self, i: int, z: torch.Tensor, events: dict[str, int] | None,
+              top: float | None = None) -> torch.Tensor:
         """Connection ``i`` (not an identity: see :meth:`deliver`) on its source's output ``z``
-        ``[N, C, H, W]`` (bool spikes or float64 payloads) -> integers ``[N, C', H', W']`` in a
-        new float tensor (float32 only from a float32 conv)."""
+        ``[N, C, H, W]`` (bool spikes, or payloads in float32 / float64 holding exact integers)
+        -> integers ``[N, C', H', W']`` in a new float tensor: float32 when every partial sum
+        is provably an integer below 2**23 (so exact, and no wrap), else float64. ``top``: the
+        source's largest |payload| when the caller knows it (else measured here)."""
         c = self.graph.connections[i]
-        if c.kind == "upsample":
-            return F.interpolate(z.to(torch.float64), scale_factor=2, mode="nearest")
+        if c.kind == "upsample":  # copies values: float32 holds what the source holds
+            dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+            return F.interpolate(z.to(dtype), scale_factor=2, mode="nearest")
         cv = self.convs[i]
-        if cv.weight32 is not None:  # binary input: |sum| <= bound < 2**23 never wraps
+        if z.dtype == torch.bool:
+            top = 1.0
+        elif top is None:
+            lo, hi = (float(v) for v in torch.aminmax(z)) if z.numel() else (0.0, 0.0)
+            top = max(-lo, hi)
+        # |sum| <= bound * max |input|: below 2**23 every partial sum is an exact float32
+        # integer and nothing can wrap (no pass over y).
+        if cv.weight32 is not None and top * cv.bound < CONV_WRAP >> 1:
             return F.conv2d(z.to(torch.float32), cv.weight32, stride=c.stride,
                             padding=c.padding)
         z = z.to(torch.float64)
-        lo, hi = (float(v) for v in torch.aminmax(z)) if z.numel() else (0.0, 0.0)
-        top = max(-lo, hi)
         if top * cv.bound < FLOAT64_EXACT:
             y = F.conv2d(z, cv.weight64, stride=c.stride, padding=c.padding)
         else:  # payloads too large for one exact float64 conv: 16-bit halves
@@ -146,8 +146,17 @@ class _Runner:
             y = sum(F.conv2d(part, cv.weight64, stride=c.stride, padding=c.padding) * scale
                     for part, scale in ((hi, float(1 << _SPLIT)),
                                         (z - hi * (1 << _SPLIT), 1.0)))
-        # |sum| <= bound * max |input|: below 2**23 nothing can wrap (skips a pass over y).
         return y if top * cv.bound < CONV_WRAP >> 1 else wrap24(y, events)
+
+    def reach(self, i: int, top: float) -> float:
+        """Largest |contribution| of connection ``i`` from a source whose outputs are at most
+        ``top`` in magnitude (a wrapped conv sum is below 2**23)."""
+        c = self.graph.connections[i]
+        if c.kind == "identity":
+            return top * 2.0**c.weight_exp + 1  # floor moves a value by less than 1
+        if c.kind == "upsample":
+            return top
+        return min(top * self.convs[i].bound, float(CONV_WRAP >> 1))
 
     def deliver(self, i: int, z: torch.Tensor, acc: torch.Tensor) -> None:
         """Add connection ``i``'s contribution from source output ``z`` into ``acc``; an
@@ -181,11 +190,13 @@ class _Runner:
         for k, v in events.items():
             self.events_total[k] = self.events_total.get(k, 0) + v
 
-    def overflow(self, payload: torch.Tensor, events: dict[str, int]) -> None:
+    def overflow(self, payload: torch.Tensor, events: dict[str, int]) -> float:
+        """Count payloads beyond the graph's payload width; returns the largest |payload|."""
         lo, hi = (float(v) for v in torch.aminmax(payload)) if payload.numel() else (0.0, 0.0)
-        n = 0 if max(-lo, hi) <= self.payload_max else int(
-            (payload.abs() > self.payload_max).sum())
+        top = max(-lo, hi)
+        n = 0 if top <= self.payload_max else int((payload.abs() > self.payload_max).sum())
         events["relay_overflow"] = events.get("relay_overflow", 0) + n
+        return top
 
     def biases(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
                ) -> dict[str, torch.Tensor]:
@@ -252,28 +263,34 @@ class GradedSimulator(_Runner):
         events: dict[str, int] = {}
         out: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
+        top: dict[str, float] = {}  # largest |output| of each node so far
         index = {id(c): i for i, c in enumerate(g.connections)}
         for node in g.nodes():
-            acc, dtype = None, self.acc_dtype[node.name]
-            for c in g.inputs(node.name):
-                i = index[id(c)]
+            ins = [(index[id(c)], c) for c in g.inputs(node.name)]
+            # float32 accumulation when the inputs' bounds sum below 2**24 (every partial sum
+            # an exact integer), which the payload sizes measured this call decide
+            bound = sum(self.reach(i, top[c.src]) for i, c in ins)
+            dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
+            acc = None
+            for i, c in ins:
                 z = out[c.src].flatten(0, 1)
                 if acc is None and c.kind != "identity":  # the first conv's fresh output
-                    acc = self.apply(i, z, events).to(dtype)
+                    acc = self.apply(i, z, events, top[c.src]).to(dtype)
                     continue
                 if acc is None:
                     acc = torch.zeros(steps * batch, *node.shape, dtype=dtype, device=dev)
                 if c.kind == "identity":
                     self.deliver(i, z, acc)
                 else:
-                    acc += self.apply(i, z, events)
+                    acc += self.apply(i, z, events, top[c.src])
             if acc is None:
                 acc = torch.zeros(steps * batch, *node.shape, dtype=dtype, device=dev)
             acc = acc.view(steps, batch, *node.shape)
             if g.is_relay(node.name):
-                self.overflow(acc, events)
+                top[node.name] = self.overflow(acc, events)
                 out[node.name] = acc
             else:
+                top[node.name] = 1.0
                 out[node.name] = self.fire(node.name, acc, bias[node.name], events)
             if counters is not None:
                 counts[node.name] = nonzero_counts(out[node.name])

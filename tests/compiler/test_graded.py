@@ -268,8 +268,10 @@ def test_graph_round_trips_and_rejects_malformed(tmp_path, randomized):
         GradedGraph.from_dict(d, source="bad.pt")
 
 
-def test_conv_wrap_and_relay_overflow_are_counted(randomized):
-    """Scale one conv's kernel past 24 bits: the simulator wraps like Lava's Conv and counts it."""
+def test_conv_wrap_and_relay_overflow_are_counted(randomized, host_reference):
+    """Scale one conv's kernel past 24 bits: the simulator wraps like Lava's Conv and counts it,
+    and its float64 path (sums too large for float32; a wrap implies it) still equals the
+    transcription."""
     _, g = _quantized(CONFIGS["no-res-blocks"], randomized)
     i = next(i for i, c in enumerate(g.connections) if c.kind == "conv" and g.is_relay(c.dst))
     conns = list(g.connections)
@@ -282,3 +284,6 @@ def test_conv_wrap_and_relay_overflow_are_counted(randomized):
     assert cnt.events["conv_wrap"] > 0 and cnt.events["relay_overflow"] > 0
     dst = out[conns[i].dst]
     assert float(dst.abs().max()) < 2**24
+    ref = _reference_outputs(g, x, t, host_reference[0])
+    for node in g.order:
+        assert np.array_equal(out[node].numpy().astype(np.int64), ref[node].astype(np.int64)), node
