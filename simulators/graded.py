@@ -40,7 +40,7 @@ from ..ir.graph import Projection, call_length, is_scheduled
 from ..ir.host import decoder_tail, per_call_bias, pixel_current
 from .counting import nonzero_counts
 from .device import exact_mode, integer_device
-from .integer import FLOAT32_EXACT, Counters, bias_mantissa
+from .integer import FLOAT32_EXACT, Counters, bias_mantissa, conv_upsampled, upsample_kernel
 from .lif import LifParams, LifState, if_run, lif_reset, lif_step
 
 CONV_WRAP = 1 << STATE_BITS          # Lava's Conv wraps its sum at 24 bits
@@ -106,6 +106,17 @@ class _Runner:
             w32 = w.to(dev, torch.float32).contiguous() if bound < FLOAT32_EXACT else None
             w64 = (w.to(dev, torch.float64).contiguous() if c.src not in self.binary else None)
             self.convs[i] = _Conv(c, w32, w64, bound)
+        # A 3x3 conv reading an UpSample's relay (the nearest x2 copy of one population's
+        # spikes) runs in the ideal mode as one transposed conv on the population's spikes
+        # (see upsample_kernel): the same integer sums, 44% fewer multiply-adds, and without
+        # keep_payloads the copy is never made. conv connection -> (population, kernel)
+        self.upsampled: dict[int, tuple[str, torch.Tensor]] = {}
+        for i, c in enumerate(graph.connections):
+            feed = graph.inputs(c.src) if graph.is_relay(c.src) else []
+            if (i in self.convs and self.convs[i].weight32 is not None and c.kernel == 3
+                    and c.stride == 1 and c.padding == 1 and len(feed) == 1
+                    and feed[0].kind == "upsample" and not graph.is_relay(feed[0].src)):
+                self.upsampled[i] = (feed[0].src, upsample_kernel(self.convs[i].weight32))
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
@@ -254,6 +265,11 @@ class GradedSimulator(_Runner):
         for src, reader in last.items():
             if graph.is_relay(src) and src != graph.output:
                 self.freed_after.setdefault(reader, []).append(src)
+        # UpSample copies that only upsampled convs read: not made without keep_payloads
+        read_through = {graph.connections[i].src for i in self.upsampled}
+        self.copies = set() if keep_payloads else {
+            r for r in read_through
+            if all(i in self.upsampled for i, c in enumerate(graph.connections) if c.src == r)}
 
     def _call(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -271,18 +287,31 @@ class GradedSimulator(_Runner):
             # an exact integer), which the payload sizes measured this call decide
             bound = sum(self.reach(i, top[c.src]) for i, c in ins)
             dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
+            if node.name in self.copies:  # each copy equals its population's neuron
+                top[node.name] = 1.0
+                if counters is not None:
+                    (_, c), = ins
+                    counts[node.name] = counts[c.src].repeat_interleave(2, -2) \
+                        .repeat_interleave(2, -1)
+                continue
             acc = None
             for i, c in ins:
-                z = out[c.src].flatten(0, 1)
-                if acc is None and c.kind != "identity":  # the first conv's fresh output
-                    acc = self.apply(i, z, events, top[c.src]).to(dtype)
-                    continue
-                if acc is None:
-                    acc = torch.zeros(steps * batch, *node.shape, dtype=dtype, device=dev)
-                if c.kind == "identity":
-                    self.deliver(i, z, acc)
+                if i in self.upsampled:
+                    pop, kernel = self.upsampled[i]
+                    y = conv_upsampled(out[pop].flatten(0, 1).to(torch.float32), kernel)
                 else:
-                    acc += self.apply(i, z, events, top[c.src])
+                    z = out[c.src].flatten(0, 1)
+                    if c.kind == "identity":
+                        if acc is None:
+                            acc = torch.zeros(steps * batch, *node.shape, dtype=dtype,
+                                              device=dev)
+                        self.deliver(i, z, acc)
+                        continue
+                    y = self.apply(i, z, events, top[c.src])
+                if acc is None:  # the first conv's fresh output
+                    acc = y.to(dtype)
+                else:
+                    acc += y
             if acc is None:
                 acc = torch.zeros(steps * batch, *node.shape, dtype=dtype, device=dev)
             acc = acc.view(steps, batch, *node.shape)
@@ -296,7 +325,7 @@ class GradedSimulator(_Runner):
                 counts[node.name] = nonzero_counts(out[node.name])
             if not self.keep_payloads:
                 for src in self.freed_after.get(node.name, ()):
-                    del out[src]
+                    out.pop(src, None)  # (a copy never made is not there)
         self.note(events)
         if counters is not None:
             self.count(counts, batch, counters, events)

@@ -77,38 +77,33 @@ def bias_mantissa(pop: Population, current: torch.Tensor, counters: Counters | N
     return clipped
 
 
-def upsample_phases(weight: torch.Tensor) -> torch.Tensor:
-    """A 3x3 conv (padding 1) after a 2x nearest upsample, as four 2x2 convs on the small map.
+def upsample_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv (padding 1) after a 2x nearest upsample, as one transposed conv (stride 2,
+    padding 1, 4x4 kernel) on the small map: :func:`conv_upsampled`.
 
-    Output pixel ``(2i + a, 2j + b)`` sees small-map rows ``i - 1, i`` (a = 0) with taps
-    ``(w0, w1 + w2)``, or ``i, i + 1`` (a = 1) with ``(w0 + w1, w2)``; columns likewise. Folded
-    taps are integer sums whose magnitude never exceeds the sum of the taps' magnitudes, so
-    :func:`accumulation_bound` still bounds them. Why: 4 x 4 taps on the small map instead of 9
-    on the 4x larger one, 44% fewer multiply-adds in the largest layer of the U-Net decoder.
-    ``[..., O, C, 3, 3]`` -> ``[..., 4 O, C, 2, 2]``, phases ordered (0, 0), (0, 1), (1, 0), (1, 1).
+    Per axis, output ``2i + a`` sees small-map ``i - 1, i`` (a = 0) with taps ``(w0, w1 + w2)``,
+    or ``i, i + 1`` (a = 1) with ``(w0 + w1, w2)``: the transposed conv's taps are
+    ``(w2, w1 + w2, w0 + w1, w0)``. Folded taps are integer sums whose magnitude never exceeds
+    the sum of the taps' magnitudes, so :func:`accumulation_bound` still bounds every partial
+    sum. Why: 16 taps per small-map pixel instead of 9 per pixel of the 4x larger map (44% fewer
+    multiply-adds in the largest layers of the U-Net decoder), and oneDNN's transposed conv
+    writes the interleaved output directly.
+    ``[..., O, C, 3, 3]`` -> ``[..., C, O, 4, 4]`` (conv_transpose2d's layout).
     """
-    def fold(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def fold(w: torch.Tensor, dim: int) -> torch.Tensor:
         w0, w1, w2 = w.unbind(dim)
-        return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
+        return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
 
-    rows = weight.dim() - 4
-    return torch.cat([wb for wa in fold(weight, rows + 2) for wb in fold(wa, rows + 3)], rows)
-
-
-def conv_upsampled(z: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-    """``conv3x3(upsample2x(z))`` from :func:`upsample_phases` kernels; ``z`` is [N, C, H, W]."""
-    n, _, h, w = z.shape
-    rows = phases.shape[0] // 4
-    y = F.conv2d(F.pad(z, (1, 1, 1, 1)), phases).view(n, 2, 2, rows, h + 1, w + 1)
-    out = z.new_empty(n, rows, h, 2, w, 2)
-    for a in (0, 1):
-        for b in (0, 1):
-            out[:, :, :, a, :, b] = y[:, a, b, :, a:a + h, b:b + w]
-    return out.view(n, rows, 2 * h, 2 * w)
+    return fold(fold(weight, -2), -1).transpose(-4, -3)
 
 
-def phased(proj: Projection) -> bool:
-    """Whether ``proj`` (3x3, padding 1, after a 2x upsample) runs as :func:`upsample_phases`."""
+def conv_upsampled(z: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``conv3x3(upsample2x(z))`` from an :func:`upsample_kernel`; ``z`` is [N, C, H, W]."""
+    return F.conv_transpose2d(z, kernel, stride=2, padding=1)
+
+
+def upsampled(proj: Projection) -> bool:
+    """Whether ``proj`` (3x3, padding 1, after a 2x upsample) runs as :func:`conv_upsampled`."""
     return proj.upsample == 2 and proj.kernel == 3 and proj.stride == 1 and proj.padding == 1
 
 
@@ -145,11 +140,11 @@ class _Fused:
     # (projection, destination channels, conv output rows); each is None (all of them), a
     # slice (a contiguous run: a view, no copy) or an index tensor
     members: list[tuple[int, slice | torch.Tensor | None, slice | torch.Tensor | None]]
-    phases: bool = False               # weight holds upsample_phases kernels
+    upsampled: bool = False            # weight holds an upsample_kernel
 
     def conv(self, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``[T, B, C_src, H, W]`` spikes (float) -> ``[T, B, rows, H', W']``."""
-        if not self.phases:
+        if not self.upsampled:
             return project(self.proto, z, weight)
         y = conv_upsampled(z.flatten(0, 1), weight)
         return y.view(*z.shape[:2], *y.shape[1:])
@@ -176,10 +171,10 @@ class IntegerSimulator:
         self.host_groups: list[tuple[list[str], _Fused]] = []
         for ps in host.values():
             weight = torch.cat([p.weight.float() for p in ps], dim=1)
-            if phased(ps[0]):
-                weight = upsample_phases(weight)
+            if upsampled(ps[0]):
+                weight = upsample_kernel(weight)
             self.host_groups.append(([p.src for p in ps], _Fused(
-                HOST, ps[0], weight.contiguous(), torch.float32, [], phased(ps[0]))))
+                HOST, ps[0], weight.contiguous(), torch.float32, [], upsampled(ps[0]))))
         # A destination's accumulator is float32 when the sum of its inputs' bounds (after the
         # weight exponent) stays below 2**24, so every partial sum is an exact integer there.
         reach: dict[str, float] = defaultdict(float)
@@ -230,12 +225,12 @@ class IntegerSimulator:
                     uniq = uniq.view(-1, *weight.shape[1:])
                 entries = [(i, _as_slice(rows, self.shapes[graph.projections[i].dst][0]),
                             _as_slice(inverse[sl], len(uniq))) for i, rows, sl in entries]
-                if phased(p0):
-                    uniq = upsample_phases(uniq)
+                if upsampled(p0):
+                    uniq = upsample_kernel(uniq)
                 entries = [(i, _on(rows, self.device), _on(sl, self.device))
                            for i, rows, sl in entries]
                 self.fused[p0.src].append(_Fused(p0.src, p0, uniq.to(self.device, dtype)
-                                                 .contiguous(), dtype, entries, phased(p0)))
+                                                 .contiguous(), dtype, entries, upsampled(p0)))
 
     def _send(self, f: _Fused, spk: torch.Tensor, a_in: dict[str, torch.Tensor],
               batch: int, first_step: int = 0) -> None:

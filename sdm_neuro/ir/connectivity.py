@@ -48,7 +48,7 @@ def stored_channels(proj: Projection) -> torch.Tensor:
 def fan_in(proj: Projection) -> int:
     """Largest number of distinct source neurons with a non-zero weight onto one target neuron
     (interior neuron). After a u x nearest upsample, the taps of one output phase that read the
-    same source neuron fold into one synapse (for u = 2, k = 3: 2x2, see ``upsample_phases``)."""
+    same source neuron fold into one synapse (for u = 2, k = 3: 2x2, see ``upsample_kernel``)."""
     w = used_taps(proj)
     u, k, pad = proj.upsample, proj.kernel, proj.padding
     if u == 1:
@@ -88,7 +88,7 @@ def fan_out(proj: Projection, src_shape: tuple[int, int, int]) -> torch.Tensor:
 
     After a nearest upsample one source neuron feeds a u x u block, and two taps that land on
     the same target from the same block are one synapse on hardware (their weights add: the
-    phase kernels of :func:`sdm_neuro.simulators.integer.upsample_phases`), so the count is of
+    folded taps of :func:`sdm_neuro.simulators.integer.upsample_kernel`), so the count is of
     distinct (source, target) pairs: per axis, the targets whose window meets the block."""
     c_out, c_in, k, _ = proj.weight.shape
     _, h, w = src_shape

@@ -287,3 +287,23 @@ def test_conv_wrap_and_relay_overflow_are_counted(randomized, host_reference):
     ref = _reference_outputs(g, x, t, host_reference[0])
     for node in g.order:
         assert np.array_equal(out[node].numpy().astype(np.int64), ref[node].astype(np.int64)), node
+
+
+@pytest.mark.parametrize("name", ["sddpm", "3-levels"])
+def test_dropping_payloads_changes_no_result_or_count(name, randomized):
+    """Without keep_payloads (what samplers and the energy report use) relays are freed after
+    their last reader and UpSample copies are never made: eps, every population's spikes and
+    every counter equal the run that keeps and counts every payload."""
+    cfg = CONFIGS[name]
+    _, g = _quantized(cfg, randomized)
+    x, t = _inputs(cfg, 2, seed=5)
+    full, lean = Counters(), Counters()
+    eps, out = GradedSimulator(g)(x, t, full)
+    sim = GradedSimulator(g, keep_payloads=False)
+    assert sim.copies  # the configuration has UpSample copies to skip
+    eps_lean, out_lean = sim(x, t, lean)
+    assert torch.equal(eps, eps_lean)
+    for p in g.populations:
+        assert torch.equal(out[p.name], out_lean[p.name]), p.name
+    assert set(out_lean) < set(out)
+    assert full.to_dict() == lean.to_dict()

@@ -151,20 +151,21 @@ def test_hardware_timed_mode_equals_ideal_mode(graphs, tsm):
 
 
 @pytest.mark.parametrize("tsm", [False, True])
-def test_upsample_phases_equal_conv_after_nearest_upsample(tsm: bool) -> None:
-    """The 2x2 phase kernels give exactly conv3x3(upsample2x(s)) on binary spikes."""
-    from sdm_neuro.simulators.integer import conv_upsampled, upsample_phases
+def test_upsample_kernel_equals_conv_after_nearest_upsample(tsm: bool) -> None:
+    """The folded 4x4 transposed-conv kernel gives exactly conv3x3(upsample2x(s)) on binary
+    spikes."""
+    from sdm_neuro.simulators.integer import conv_upsampled, upsample_kernel
 
     g = torch.Generator().manual_seed(3)
     w = (torch.randint(-128, 128, ((2,) if tsm else ()) + (5, 3, 3, 3), generator=g) * 2)
     s = (torch.rand(4, 3, 6, 7, generator=g) < 0.4).double()
-    phases = upsample_phases(w.double())
+    kernel = upsample_kernel(w.double())
     for k in range(2 if tsm else 1):
-        wk, pk = (w[k], phases[k]) if tsm else (w, phases)
+        wk, kk = (w[k], kernel[k]) if tsm else (w, kernel)
         ref = torch.nn.functional.conv2d(
             torch.nn.functional.interpolate(s, scale_factor=2, mode="nearest"), wk.double(),
             padding=1)
-        assert torch.equal(conv_upsampled(s, pk), ref)
+        assert torch.equal(conv_upsampled(s, kk), ref)
 
 
 @pytest.mark.parametrize("tsm", [False, True])
