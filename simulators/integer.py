@@ -250,23 +250,25 @@ class IntegerSimulator:
             acc = f.conv(z, f.weight)
         for i, rows, sl in f.members:
             p = self.graph.projections[i]
+            part = _select(acc, sl)
+            scale = 2.0**p.weight_exp
+            if p.weight_exp < 0:
+                part, scale = torch.floor(part * scale), 1.0
+            dtype = self.acc_dtype[p.dst]
+            if p.dst not in a_in and rows is None:  # a first input covering every channel
+                # becomes the accumulator (a copy: acc may serve other members)
+                a_in[p.dst] = (part.to(dtype, copy=True) if scale == 1.0
+                               else part.mul(scale).to(dtype))
+                continue
             if p.dst not in a_in:
                 c, h, w = self.shapes[p.dst]
-                a_in[p.dst] = torch.zeros(spk.shape[0], batch, c, h, w,
-                                          dtype=self.acc_dtype[p.dst], device=spk.device)
+                a_in[p.dst] = torch.zeros(spk.shape[0], batch, c, h, w, dtype=dtype,
+                                          device=spk.device)
             dst = a_in[p.dst]
-            part = _select(acc, sl)
-            if p.weight_exp > 0:
-                part = part * 2.0**p.weight_exp  # not in place: acc may serve other members
-            elif p.weight_exp < 0:
-                part = torch.floor(part * 2.0**p.weight_exp)
-            part = part.to(dst.dtype)
-            if rows is None:
-                dst += part
-            elif isinstance(rows, slice):
-                dst[:, :, rows] += part
-            else:
-                dst.index_add_(2, rows, part)
+            if isinstance(rows, torch.Tensor):
+                dst.index_add_(2, rows, part.to(dtype), alpha=scale)
+            else:  # x * 2**e and the sum are exact integers: add_'s alpha does the shift
+                (dst if rows is None else dst[:, :, rows]).add_(part, alpha=scale)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
