@@ -15,6 +15,7 @@ synaptic memory allow.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ from .rules import (NEEDED_STATE_BITS, NEEDED_WEIGHT_BITS, RULES, Network, Site,
                     run_rules)
 
 __all__ = ["MAPPING_MODEL", "NEEDED_STATE_BITS", "NEEDED_WEIGHT_BITS", "RULES", "Placement",
-           "Violation", "check", "check_feedforward", "chip_count", "site_cores"]
+           "GraphCounts", "Violation", "check", "check_feedforward", "chip_count", "graph_counts",
+           "site_cores"]
 
 MAPPING_MODEL = ("one population per set of cores; synapses stored per (source, target) pair "
                  "at the profile's weight precision; no convolutional weight sharing; TSM: one "
@@ -122,12 +124,23 @@ def layer_memories(graph: DeployGraph) -> tuple[tuple[str, int, int], ...]:
     return tuple(needs)
 
 
-def check(graph: DeployGraph, profile: Profile) -> Placement:
-    """All checks the profile's limits allow; a limit the profile does not give is not checked."""
-    lim = _limits(profile)
-    bytes_per_syn = _bytes_per_synapse(lim)
-    shapes = {p.name: p.shape for p in graph.populations}
+@dataclass(frozen=True)
+class GraphCounts:
+    """What :func:`check` counts in a graph whatever the profile: computed once when several
+    profiles are checked (the counts of the paper configuration take seconds)."""
 
+    sites: tuple[tuple[Site, int | None], ...]  # each site with its synapses (None: the site
+    #                                             gives its synapse_bytes itself)
+    layers: int
+    neurons: int
+    synapses: int
+    kernel: int
+    stem: tuple[str, int]
+    layer_memories: tuple
+
+
+def graph_counts(graph: DeployGraph) -> GraphCounts:
+    shapes = {p.name: p.shape for p in graph.populations}
     # TSM: a relayed projection (per-step weights) stores one synapse matrix per SNN step and
     # runs through T relay populations of its source (2 synapses per relay neuron: source and
     # clock) plus one clock neuron per distinct gating step (counted as one population).
@@ -135,7 +148,7 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
     on_chip = [p for p in graph.projections if p.dst != HOST]
     stored = {id(p): stored_synapses(p, shapes[p.src]) * (steps if relayed(p) else 1)
               for p in on_chip}
-    sites: list[Site] = []
+    sites: list[tuple[Site, int | None]] = []
     extra_neurons = extra_layers = extra_syn = 0
     clock_steps: set[int] = set()
     for pop in graph.populations:
@@ -144,15 +157,14 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
         gated = [p for p in outs if relayed(p)]
         direct = sum((fan_out(p, pop.shape) for p in outs if not relayed(p)),
                      torch.zeros(pop.shape))
-        syn = sum(stored[id(p)] for p in ins)
-        sites.append(Site(pop.name, pop.neurons, fan_in=sum(fan_in(p) for p in ins),
-                          fan_out=int((direct + (steps if gated else 0)).max()) if outs else 0,
-                          delays=tuple((f"{p.src}->{p.dst}", p.delay) for p in ins),
-                          synapse_bytes=syn * bytes_per_syn))
+        sites.append((Site(pop.name, pop.neurons, fan_in=sum(fan_in(p) for p in ins),
+                           fan_out=int((direct + (steps if gated else 0)).max()) if outs else 0,
+                           delays=tuple((f"{p.src}->{p.dst}", p.delay) for p in ins)),
+                      sum(stored[id(p)] for p in ins)))
         if gated:
-            sites.append(Site(f"{pop.name} (TSM relays)", pop.neurons, fan_in=2,
-                              fan_out=int(sum(fan_out(p, pop.shape) for p in gated).max()),
-                              synapse_bytes=2 * pop.neurons * bytes_per_syn, copies=steps))
+            sites.append((Site(f"{pop.name} (TSM relays)", pop.neurons, fan_in=2,
+                               fan_out=int(sum(fan_out(p, pop.shape) for p in gated).max()),
+                               copies=steps), 2 * pop.neurons))
             extra_neurons += steps * pop.neurons
             extra_layers += steps
             extra_syn += steps * 2 * pop.neurons
@@ -161,14 +173,27 @@ def check(graph: DeployGraph, profile: Profile) -> Placement:
         extra_neurons += len(clock_steps)
         extra_layers += 1
         extra_syn += len(clock_steps)
-        sites.append(Site("TSM clocks", len(clock_steps), synapse_bytes=len(clock_steps)))
-
-    syn = extra_syn + sum(stored[id(p)] for p in on_chip)
+        sites.append((Site("TSM clocks", len(clock_steps), synapse_bytes=len(clock_steps)),
+                      None))
     stem = graph.populations[0]  # the host's pixel conv drives every stem neuron
-    return _placement(profile, lim, sites, len(graph.populations) + extra_layers,
-                      sum(p.neurons for p in graph.populations) + extra_neurons, syn,
-                      max((p.kernel for p in on_chip), default=1),
-                      stem=(stem.name, stem.neurons), layer_memories=layer_memories(graph))
+    return GraphCounts(tuple(sites), len(graph.populations) + extra_layers,
+                       sum(p.neurons for p in graph.populations) + extra_neurons,
+                       extra_syn + sum(stored[id(p)] for p in on_chip),
+                       max((p.kernel for p in on_chip), default=1), (stem.name, stem.neurons),
+                       layer_memories(graph))
+
+
+def check(graph: DeployGraph, profile: Profile, counts: GraphCounts | None = None
+          ) -> Placement:
+    """All checks the profile's limits allow; a limit the profile does not give is not checked.
+    ``counts``: :func:`graph_counts` of ``graph``, when the caller checks several profiles."""
+    lim = _limits(profile)
+    bytes_per_syn = _bytes_per_synapse(lim)
+    counts = counts or graph_counts(graph)
+    sites = [site if syn is None else dataclasses.replace(site, synapse_bytes=syn * bytes_per_syn)
+             for site, syn in counts.sites]
+    return _placement(profile, lim, sites, counts.layers, counts.neurons, counts.synapses,
+                      counts.kernel, stem=counts.stem, layer_memories=counts.layer_memories)
 
 
 def check_feedforward(qnet: QuantizedSNN, profile: Profile) -> Placement:

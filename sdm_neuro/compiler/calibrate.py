@@ -62,6 +62,11 @@ def measure(graph: GradedGraph, inputs: Inputs, dtype: torch.dtype) -> Stats:
     ones), per relay the largest |payload part| (float units)."""
     from ..simulators.graded_float import run_float_graded
 
+    # the kernels in the run's dtype once, not once per chunk (the model's size per chunk)
+    graph = graph.replace(connections=tuple(
+        dataclasses.replace(c, weight=c.weight.to(dtype)) if c.weight is not None else c
+        for c in graph.connections))
+
     def run(x, t, seen):
         run_float_graded(graph, x, t, observe=seen, keep=False, dtype=dtype)
 

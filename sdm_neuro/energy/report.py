@@ -11,7 +11,7 @@ import torch
 
 from ..ir.connectivity import fan_in
 from ..ir.graph import HOST, DeployGraph
-from ..hardware_profiles.constraints import check
+from ..hardware_profiles.constraints import check, graph_counts
 from ..hardware_profiles.profile import Profile
 from ..ir.graded import GradedGraph
 from ..models.unet import SpikingUNet
@@ -93,8 +93,9 @@ def composed_report(graph: DeployGraph, ops: list[LayerOps], activity: Activity,
     """The composed mapping's keys, at the top level of the report (where they were before the
     graded mapping)."""
     per_profile = {}
+    counts = graph_counts(graph)
     for prof in profiles:
-        placement = check(graph, prof)
+        placement = check(graph, prof, counts)
         energy = profile_energy(prof, activity, graph)
         ann = {}
         if "mac_pj" in prof.energy:
