@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import platform
 import tempfile
@@ -205,6 +206,8 @@ def main() -> None:
     sections = args.only or ["compile", "commands", "per_call"]
     results = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
                            "threads": torch.get_num_threads(),
+                           # set by importing sdm_neuro (children inherit it): both sides
+                           "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"),
                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available()
                            else None}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,10 +12,13 @@ Arithmetic, as Lava's fixed-point models compute it (``../shared/reference/lava-
 * an IF population is :mod:`.lif` (``PyLifModelBitAcc``) with the per-call bias mantissas.
 
 Convs run as float convs of the model's own shape, which is exact: every partial sum is an
-integer below 2**24 (float32) or 2**53 (float64), bounded by ``sum |w|`` over a target's taps
-times the largest input; a larger bound splits the payloads into 16-bit halves (each half's conv
-is exact in float64). So the graded simulator runs the model's convolutions, not unrolled matrices,
-and its cost is close to the float forward's.
+integer bounded by ``sum |w|`` over a target's taps times the largest input. Each call measures
+its payloads and picks float32 wherever that bound stays below 2**23 (no wrap either) and an
+accumulator's summed bounds below 2**24, float64 elsewhere (below 2**53); a larger bound splits
+the payloads into 16-bit halves (each half's conv is exact in float64). A conv after an UpSample
+runs as one transposed conv on the small map (:func:`~.integer.upsample_kernel`). So the graded
+simulator runs the model's convolutions, not unrolled matrices, and costs what the float forward
+costs or less.
 
 Hardware timing (:class:`GradedTimedSimulator`): every connection delivers the source's output
 of global step tau at ``tau + 1 + delay`` (Lava's one-step Conv / Sparse, DelaySparse's delay);
