@@ -107,20 +107,9 @@ class _Runner:
             w = c.effective_weight()
             bound = int(w.abs().flatten(1).sum(1).max())
             w32 = w.to(dev, torch.float32).contiguous() if bound < FLOAT32_EXACT else None
-            w64 = (w.to(dev, torch.float64).contiguous() if c.src not in self.binary else None)
+            w64 = (w.to(dev, torch.float64).contiguous()
+                   if c.src not in self.binary or w32 is None else None)
             self.convs[i] = _Conv(c, w32, w64, bound)
-        # A 3x3 conv reading an UpSample's relay (the nearest x2 copy of one population's
-        # spikes) runs in the ideal mode as one transposed conv on the population's spikes
-        # (see upsample_kernel): the same integer sums, 44% fewer multiply-adds, and without
-        # keep_payloads the copy is never made. conv connection -> (population, kernel)
-        self.upsampled: dict[int, tuple[str, torch.Tensor]] = {}
-        for i, c in enumerate(graph.connections):
-            feed = graph.inputs(c.src) if graph.is_relay(c.src) else []
-            if (i in self.convs and self.convs[i].weight32 is not None and c.kernel == 3
-                    and c.stride == 1 and c.padding == 1 and len(feed) == 1
-                    and feed[0].kind == "upsample" and not graph.is_relay(feed[0].src)):
-                self.upsampled[i] = (feed[0].src, upsample_kernel(self.convs[i].weight32))
-
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, counters: Counters | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -260,6 +249,18 @@ class GradedSimulator(_Runner):
                  keep_payloads: bool = True) -> None:
         super().__init__(graph, device)
         self.keep_payloads = keep_payloads
+        # A 3x3 conv reading an UpSample's relay (the nearest x2 copy of one population's
+        # spikes) runs as one transposed conv on the population's spikes
+        # (see upsample_kernel): the same integer sums, 44% fewer multiply-adds, and without
+        # keep_payloads the copy is never made. conv connection -> (population, kernel)
+        self.upsampled: dict[int, tuple[str, torch.Tensor]] = {}
+        for i, c in enumerate(graph.connections):
+            feed = graph.inputs(c.src) if graph.is_relay(c.src) else []
+            # (binary input: |sum| <= bound < 2**23, exact in float32 and never wrapped)
+            if (i in self.convs and self.convs[i].bound < CONV_WRAP >> 1 and c.kernel == 3
+                    and c.stride == 1 and c.padding == 1 and len(feed) == 1
+                    and feed[0].kind == "upsample" and not graph.is_relay(feed[0].src)):
+                self.upsampled[i] = (feed[0].src, upsample_kernel(self.convs[i].weight32))
         last: dict[str, str] = {}
         for node in graph.nodes():
             for c in graph.inputs(node.name):
