@@ -78,5 +78,6 @@ def fire_float(name: str, drive: torch.Tensor, bias: torch.Tensor, threshold: fl
 
 
 def abs_max(x: torch.Tensor) -> float:
+    """``max |x|`` in one pass."""
     lo, hi = torch.aminmax(x)
     return max(-float(lo), float(hi))

@@ -98,6 +98,10 @@ class _Runner:
         self.payload_max = (1 << (graph.meta.get("payload_bits", 24) - 1)) - 1
         self.events_total: dict[str, int] = {}
         self.convs: dict[int, _Conv] = {}
+        # each node's (connection index, connection) inputs, in the graph's order
+        self.ins: dict[str, list[tuple[int, Connection]]] = {n.name: [] for n in graph.nodes()}
+        for i, c in enumerate(graph.connections):
+            self.ins[c.dst].append((i, c))
         shapes = {n.name: n.shape for n in graph.nodes()}
         self.fanout: dict[int, torch.Tensor] = {}
         for i, c in enumerate(graph.connections):
@@ -284,9 +288,8 @@ class GradedSimulator(_Runner):
         out: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
         top: dict[str, float] = {}  # largest |output| of each node so far
-        index = {id(c): i for i, c in enumerate(g.connections)}
         for node in g.nodes():
-            ins = [(index[id(c)], c) for c in g.inputs(node.name)]
+            ins = self.ins[node.name]
             # float32 accumulation when the inputs' bounds sum below 2**24 (every partial sum
             # an exact integer), which the payload sizes measured this call decide
             bound = sum(self.reach(i, top[c.src]) for i, c in ins)
@@ -357,12 +360,10 @@ class GradedTimedSimulator(_Runner):
         history = {n.name: torch.zeros(length, batch, *n.shape, device=dev,
                                        dtype=torch.float64 if g.is_relay(n.name) else torch.bool)
                    for n in g.nodes()}
-        inputs = {n.name: [(i, c) for i, c in enumerate(g.connections) if c.dst == n.name]
-                  for n in g.nodes()}
         for tau in range(length):
             for node in g.nodes():
                 acc = torch.zeros(batch, *node.shape, dtype=torch.float64, device=dev)
-                for i, c in inputs[node.name]:
+                for i, c in self.ins[node.name]:
                     when = tau - 1 - c.delay
                     if when >= 0:
                         src = history[c.src][when]
