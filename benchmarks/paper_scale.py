@@ -12,9 +12,11 @@ random pixels (the dataset is not shipped; pixels change the ranges, not the cos
 2. ``commands``: ``sdm-neuro export REF --target loihi2`` (both mappings) and
    ``sdm-neuro energy-report REF``: wall time, peak memory, bundle size over the checkpoint's.
 3. ``per_call``: one denoising call at batch 16, float PyTorch forward against the integer
-   simulator (ideal and hardware-timed, each mapping): median time and peak memory during the
-   call (the peak is reset after the model or graph is built), their ratios, and a
-   ``simulate --steps 1000 --num 16`` estimate. On CUDA too when a GPU is present.
+   simulator (ideal and hardware-timed, each mapping): median times of float and integer calls
+   alternating in one process (``--repeats`` each on the default model, 2 on the paper ones),
+   peak memory of each side alone in its own process (the peak is reset after the model or
+   graph is built), their ratios, and a ``simulate --steps 1000 --num 16`` estimate. On CUDA
+   too when a GPU is present.
 """
 
 from __future__ import annotations
@@ -96,38 +98,59 @@ print(json.dumps({{"seconds": round(sec, 1), "peak_rss_mb": _peak_mb(),
                   "calibration_dtype": g.meta["calibration_dtype"]}}))
 """
 
-CALL = LOAD + """
+BUILD = """
 from sdm_neuro.compiler.pipeline import IntegerDenoiser, build_integer_graph, calibration_inputs
 from sdm_neuro.compiler.quantize_graded import build_graded_graph
 kind, mapping, device, batch, repeats = {kind!r}, {mapping!r}, {device!r}, {batch}, {repeats}
 gen = torch.Generator().manual_seed(0)
 x = torch.randn(batch, cfg.img_ch, cfg.img_size, cfg.img_size, generator=gen)
 t = torch.randint(0, 1000, (batch,), generator=gen)
+def integer():
+    calib = calibration_inputs(torch.rand(16, cfg.img_ch, cfg.img_size, cfg.img_size) * 2 - 1,
+                               count=8, batch_size=8)
+    build = build_graded_graph if mapping == "graded" else build_integer_graph
+    return IntegerDenoiser(build(model, calib), mode=kind, device=device)
+def timed_call(fn):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn(x, t)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+"""
+
+# Peak memory of one side alone: the float model, or the integer graph without the model.
+MEMORY = LOAD + BUILD + """
 if kind == "float":
     fn = model.to(device)
     x, t = x.to(device), t.to(device)
 else:
-    calib = calibration_inputs(torch.rand(16, cfg.img_ch, cfg.img_size, cfg.img_size) * 2 - 1,
-                               count=8, batch_size=8)
-    build = build_graded_graph if mapping == "graded" else build_integer_graph
-    den = IntegerDenoiser(build(model, calib), mode=kind, device=device)
+    fn = integer()
     del model
-    fn = den
 reset_peak()
-times = []
 with torch.no_grad():
     for i in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(x, t)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-out = {{"seconds_per_call": round(statistics.median(times[1:]), 4), "peak_rss_mb": _peak_mb()}}
+        timed_call(fn)
+out = {{"peak_rss_mb": _peak_mb()}}
 if device == "cuda":
     out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() // (1 << 20)
 print(json.dumps(out))
+"""
+
+# Time of both sides, their calls alternating in one process, so a drift in the machine's speed
+# (this shared 2-core machine varies by 10% or more within minutes) moves both medians alike.
+TIMES = LOAD + BUILD + """
+den = integer()
+model = model.to(device)
+xf, tf = x.to(device), t.to(device)
+sides = {{"float": lambda a, b: model(xf, tf), "integer": den}}
+times = {{k: [] for k in sides}}
+with torch.no_grad():
+    for i in range(repeats + 1):
+        for k, fn in sides.items():
+            times[k].append(timed_call(fn))
+print(json.dumps({{k: round(statistics.median(v[1:]), 4) for k, v in times.items()}}))
 """
 
 
@@ -148,15 +171,17 @@ def per_call(models: dict, device: str, batch: int, repeats: int, hardware: bool
     out = {}
     for name, ckpt in models.items():
         tsm = name == "sdm_tsm_paper"
-        reps = repeats if ckpt is None else 1
-        row = {"float": child(CALL.format(ckpt=ckpt and str(ckpt), kind="float", mapping="",
-                                          device=device, batch=batch, repeats=reps))}
-        f = row["float"]
+        reps = repeats if ckpt is None else 2
+        args = {"ckpt": ckpt and str(ckpt), "device": device, "batch": batch, "repeats": reps}
+        f = child(MEMORY.format(kind="float", mapping="", **args))
+        row = {"float": f}
         for mapping in ("composed",) if tsm else ("composed", "graded"):
             for mode in ("ideal", "hardware") if hardware or ckpt is None else ("ideal",):
-                r = child(CALL.format(ckpt=ckpt and str(ckpt), kind=mode, mapping=mapping,
-                                      device=device, batch=batch, repeats=reps))
-                r["time_over_float"] = round(r["seconds_per_call"] / f["seconds_per_call"], 3)
+                r = child(MEMORY.format(kind=mode, mapping=mapping, **args))
+                times = child(TIMES.format(kind=mode, mapping=mapping, **args))
+                r["seconds_per_call"] = times["integer"]
+                r["float_seconds_per_call"] = times["float"]
+                r["time_over_float"] = round(times["integer"] / times["float"], 3)
                 r["memory_over_float"] = round(r["peak_rss_mb"] / f["peak_rss_mb"], 3)
                 row[f"{mapping}/{mode}"] = r
             ideal = row[f"{mapping}/ideal"]
@@ -196,7 +221,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/paper_scale.json"))
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3, help="calls timed (default model)")
+    ap.add_argument("--repeats", type=int, default=20, help="calls timed (default model)")
     ap.add_argument("--only", choices=("compile", "commands", "per_call"), action="append",
                     help="sections to run (default: all)")
     ap.add_argument("--models", default="default,sddpm_paper,sdm_tsm_paper")

@@ -173,15 +173,13 @@ class _Runner:
         if c.kind != "identity":
             acc += self.apply(i, z, None)
             return
-        part = z.to(acc.dtype)
         k = c.weight_exp
-        if k:
-            part = part * 2.0**k
-            if k < 0:
-                part = part.floor_()
-        dst = acc if part.shape[1] == acc.shape[1] else acc[:, c.dst_channel:
-                                                               c.dst_channel + part.shape[1]]
-        dst += part
+        dst = acc if z.shape[1] == acc.shape[1] else acc[:, c.dst_channel:
+                                                            c.dst_channel + z.shape[1]]
+        if k >= 0:  # z * 2**k is an exact integer: add_'s alpha shifts without a copy
+            dst.add_(z, alpha=2.0**k)
+        else:
+            dst += (z.to(acc.dtype) * 2.0**k).floor_()
 
     def fire(self, name: str, drive: torch.Tensor, bias: torch.Tensor,
              events: dict[str, int]) -> torch.Tensor:

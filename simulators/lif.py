@@ -221,6 +221,12 @@ def lif_step(state: LifState, a_in: torch.Tensor, bias_mant: torch.Tensor | int,
     return spikes
 
 
+def _unexpanded(x: torch.Tensor) -> torch.Tensor:
+    """``x`` without its broadcast dimensions (stride 0): a view of size 1 there."""
+    return x[tuple(slice(0, 1) if st == 0 and n > 1 else slice(None)
+                   for st, n in zip(x.stride(), x.shape))]
+
+
 def if_run(drive: torch.Tensor, bias_mant: torch.Tensor, p: LifParams, *,
            counters: dict | None = None) -> torch.Tensor:
     """All ``T = drive.shape[0]`` steps of fresh (u = v = 0) non-leaky neurons, fused.
@@ -252,7 +258,9 @@ def if_run(drive: torch.Tensor, bias_mant: torch.Tensor, p: LifParams, *,
         n_wrap = int(over.sum()) + int(under.sum())
         u.sub_(over.sub_(under), alpha=2 * MAX_UV)
     _count(counters, "u_wrap", n_wrap)
-    u.add_(bias_mant.to(torch.int32), alpha=1 << p.bias_exp)  # u + bias: v's whole increment
+    # u + bias: v's whole increment. The bias is converted before it broadcasts: an expanded
+    # per-channel bias would otherwise become a full-size int32 copy.
+    u.add_(_unexpanded(bias_mant).to(torch.int32), alpha=1 << p.bias_exp)
     v = torch.zeros(drive.shape[1:], dtype=torch.int32, device=drive.device)
     out = torch.empty(drive.shape, dtype=torch.bool, device=drive.device)
     vth = p.effective_vth

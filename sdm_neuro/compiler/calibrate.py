@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
+from tqdm import tqdm
 
 from ..ir.graded import GradedGraph
 from ..models.unet import SpikingUNet
@@ -40,23 +41,28 @@ Inputs = list[tuple[torch.Tensor, torch.Tensor]]
 Stats = dict[str, PopulationStats | float]  # per population, per relay (max |payload|)
 
 
-def observe_ranges(run, inputs: Inputs) -> dict[str, list[float]]:
+def observe_ranges(run, inputs: Inputs, *, progress: bool = False,
+                   desc: str = "calibration") -> dict[str, list[float]]:
     """``run(x, t, observed)`` over ``inputs`` in chunks of :data:`CALIBRATION_CHUNK` images,
     the ranges merged: ``[max v, min v, max |current|, max |bias|]`` per population,
     ``[max |payload|]`` per relay. Maxima and minima over chunks are those over the batch."""
     acc: dict[str, list[float]] = {}
-    for xs, ts in inputs:
-        for i in range(0, len(xs), CALIBRATION_CHUNK):
-            seen: dict[str, list[float]] = {}
-            run(xs[i:i + CALIBRATION_CHUNK], ts[i:i + CALIBRATION_CHUNK], seen)
-            for k, v in seen.items():
-                old = acc.get(k)
-                acc[k] = v if old is None else [min(a, b) if j == 1 else max(a, b)
-                                                for j, (a, b) in enumerate(zip(old, v))]
+    with tqdm(total=sum(len(xs) for xs, _ in inputs), desc=desc, unit="image",
+              disable=not progress) as bar:
+        for xs, ts in inputs:
+            for i in range(0, len(xs), CALIBRATION_CHUNK):
+                seen: dict[str, list[float]] = {}
+                run(xs[i:i + CALIBRATION_CHUNK], ts[i:i + CALIBRATION_CHUNK], seen)
+                for k, v in seen.items():
+                    old = acc.get(k)
+                    acc[k] = v if old is None else [min(a, b) if j == 1 else max(a, b)
+                                                    for j, (a, b) in enumerate(zip(old, v))]
+                bar.update(len(xs[i:i + CALIBRATION_CHUNK]))
     return acc
 
 
-def measure(graph: GradedGraph, inputs: Inputs, dtype: torch.dtype) -> Stats:
+def measure(graph: GradedGraph, inputs: Inputs, dtype: torch.dtype, *,
+            progress: bool = False) -> Stats:
     """Ranges of the float graded ``graph``'s run on ``inputs``: per population
     :class:`PopulationStats` (in thresholds; the bias over every t, not only the calibration
     ones), per relay the largest |payload part| (float units)."""
@@ -70,7 +76,8 @@ def measure(graph: GradedGraph, inputs: Inputs, dtype: torch.dtype) -> Stats:
     def run(x, t, seen):
         run_float_graded(graph, x, t, observe=seen, keep=False, dtype=dtype)
 
-    acc = observe_ranges(run, inputs)
+    acc = observe_ranges(run, inputs, progress=progress,
+                         desc=f"calibration ({str(dtype).removeprefix('torch.')})")
     out: Stats = {r.name: acc[r.name][0] for r in graph.relays}
     tables = graph.host.temb_table
     for pop in graph.populations:
@@ -101,8 +108,8 @@ class Calibration:
     per dtype and serve both mappings (``energy-report`` and a graded export build both); the
     float graph it runs is not kept (its float64 weights are the model's size twice over)."""
 
-    def __init__(self, model: SpikingUNet, inputs: Inputs) -> None:
-        self.model, self.inputs = model, inputs
+    def __init__(self, model: SpikingUNet, inputs: Inputs, *, progress: bool = False) -> None:
+        self.model, self.inputs, self.progress = model, inputs, progress
         self._stats: dict[torch.dtype, Stats] = {}
 
     def float_graph(self) -> GradedGraph:
@@ -126,7 +133,8 @@ class Calibration:
                  ) -> Stats:
         """The ranges of the float run in ``dtype`` (run now unless done)."""
         if dtype not in self._stats:
-            self._stats[dtype] = measure(graph or self.float_graph(), self.inputs, dtype)
+            self._stats[dtype] = measure(graph or self.float_graph(), self.inputs, dtype,
+                                         progress=self.progress)
         return self._stats[dtype]
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import torch
+
 from ..errors import ConfigError
 from ..ir.fixed_point import ACT_SHIFT, WEIGHT_EXP_MAX, WEIGHT_EXP_MIN, WEIGHT_MAX
 from ..ir.graded import Connection, GradedGraph
@@ -110,6 +112,14 @@ def graded_choices(graph: GradedGraph, stats: Stats, payload_bits: int = PAYLOAD
     return scale, neurons
 
 
+def _quantized(c: Connection, weight_int: torch.Tensor, weight_exp: int) -> Connection:
+    """``c`` with its integer weights. The float kernel stays as float32: after quantization
+    only its shape and an approximate view of the model's values are read (the integer form
+    runs), and float64 would double the memory a sampler holds beside its own kernels."""
+    return dataclasses.replace(c, weight=c.weight.float(), weight_int=weight_int,
+                               weight_exp=weight_exp)
+
+
 def quantize_graded(graph: GradedGraph, stats: Stats, *, payload_bits: int = PAYLOAD_BITS
                     ) -> GradedGraph:
     """Integer parameters for every population, relay and connection."""
@@ -133,7 +143,7 @@ def quantize_graded(graph: GradedGraph, stats: Stats, *, payload_bits: int = PAY
                 if c.kind == "conv":
                     w, e, n = quantize_weight(c.weight * src_scale(c), r / (1 << ACT_SHIFT),
                                               exp_min=0)
-                    conns[id(c)] = dataclasses.replace(c, weight_int=w, weight_exp=e)
+                    conns[id(c)] = _quantized(c, w, e)
                     clipped += n
                 else:
                     conns[id(c)] = dataclasses.replace(
@@ -148,7 +158,7 @@ def quantize_graded(graph: GradedGraph, stats: Stats, *, payload_bits: int = PAY
         for c in ins:
             if c.kind == "conv":
                 w, e, k = quantize_weight(c.weight * src_scale(c), n.q, exp_min=0)
-                conns[id(c)] = dataclasses.replace(c, weight_int=w, weight_exp=e)
+                conns[id(c)] = _quantized(c, w, e)
                 clipped += k
             else:
                 conns[id(c)] = dataclasses.replace(

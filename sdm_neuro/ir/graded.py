@@ -69,7 +69,8 @@ class Connection:
     src: str                           # a population or relay
     dst: str                           # a population or relay
     kind: str                          # "conv", "identity" or "upsample"
-    weight: torch.Tensor | None = None  # conv: [C_dst, C_src, k, k] float64 (model units)
+    weight: torch.Tensor | None = None  # conv: [C_dst, C_src, k, k] float64 (model units;
+    #                                    float32 once quantized: weight_int is what runs)
     stride: int = 1
     dst_channel: int = 0               # identity: first destination channel (skip concatenation)
     weight_int: torch.Tensor | None = None  # conv: int16 even mantissas in [-256, 254]

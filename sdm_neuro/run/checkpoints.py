@@ -68,6 +68,7 @@ class ModelOptions:
     bundle: Path | None = None
     notify: Notify | None = None
     calibration_images: int | None = None  # None: the compiler's default
+    progress: bool = False  # a progress bar over the calibration's float run
     # The job's calibrations, one per model: both mappings of a model share its float run.
     _calibrations: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -101,7 +102,7 @@ class ModelOptions:
 
         if id(model) not in self._calibrations:
             self._calibrations[id(model)] = Calibration(model, calibration_inputs(
-                images, count=self.calibration_count, seed=self.seed))
+                images, count=self.calibration_count, seed=self.seed), progress=self.progress)
         return self._calibrations[id(model)]
 
     @property

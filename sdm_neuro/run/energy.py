@@ -71,7 +71,7 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     integer_device(device)  # before any work
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, as_path(bundle), notify,
-                        calibration_images)
+                        calibration_images, progress=not quiet)
     set_threads(threads)
     if opts.is_nir:
         raise UsageError(f"{opts.checkpoint}: energy-report covers U-Net denoisers; for a NIR "

@@ -96,7 +96,8 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             dataset = dataset or "digits"
         else:
             opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold,
-                                dataset, data_dir, seed, None, notify, calibration_images)
+                                dataset, data_dir, seed, None, notify, calibration_images,
+                                progress=not quiet)
             if integer is not None:
                 mode = mode or "ideal"
                 denoiser, ckpt = _integer_denoiser(opts, sampler, steps, integer, mode, device)

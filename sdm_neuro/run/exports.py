@@ -107,7 +107,8 @@ def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
     out = Path(out)
     check_outputs("export", out=out, force=force)
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
-                        dataset, as_path(data_dir), seed, None, notify, calibration_images)
+                        dataset, as_path(data_dir), seed, None, notify, calibration_images,
+                        progress=not quiet)
     set_threads(threads)
     if mapping == "graded" and (opts.is_nir or target == "onnx"):
         raise UsageError(f"--mapping graded maps a U-Net denoiser to Loihi 2 (target loihi2 or "

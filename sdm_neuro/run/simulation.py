@@ -131,7 +131,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     integer_device(device)  # before any work
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, as_path(bundle), notify,
-                        calibration_images)
+                        calibration_images, progress=not quiet)
     set_threads(threads)
     from .feedforward import is_feedforward_bundle
 

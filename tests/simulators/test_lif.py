@@ -284,6 +284,20 @@ def test_if_run_counts_like_lif_step() -> None:
     assert fused == stepped and fused["v_saturate"] > 0 and fused["u_wrap"] > 0
 
 
+def test_if_run_takes_an_expanded_bias_as_its_values() -> None:
+    # The simulators pass per-step, per-channel biases broadcast to the drive's shape (stride-0
+    # dimensions); if_run converts them before broadcasting, which must change no spike.
+    p = LifParams(du=4095, dv=0, vth=40, bias_exp=3)
+    g = torch.Generator().manual_seed(0)
+    drive = torch.randint(-300, 300, (4, 2, 3, 5, 5), generator=g)
+    bias = torch.randint(-40, 40, (4, 2, 3, 1, 1), generator=g)
+    state = LifState.zeros(drive.shape[1:])
+    ref = torch.stack([lif_step(state, drive[s], bias[s].expand(drive.shape[1:]).contiguous(), p)
+                       for s in range(4)])
+    assert ref.any() and not ref.all()
+    assert torch.equal(if_run(drive, bias.expand(drive.shape), p), ref)
+
+
 def test_if_run_refuses_leaky_neurons() -> None:
     with pytest.raises(ConfigError, match="du=4095, dv=0"):
         if_run(torch.zeros(2, 3), torch.zeros(3, dtype=torch.int64),
