@@ -239,6 +239,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_scale_out_args(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--workers", type=positive_int, metavar="N",
+      help="run the samples as Ray tasks in shards: on a local Ray instance with N worker "
+      "slots, or with --cluster on that cluster; finished shards are kept in OUT/shards and a "
+      "rerun of the same command skips them (the samples equal one process's, bit for bit)")
+    a("--cluster", metavar="ADDRESS",
+      help="an existing Ray cluster to run the shards on (its head's ADDRESS, e.g. "
+      "10.0.0.1:6379, or auto): see the README's multi-machine run")
+    a("--shard-size", type=positive_int, metavar="N",
+      help="samples per shard, a multiple of --batch (default: one batch)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
 
@@ -266,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p, num=16)
     a("--threshold", type=positive_finite_float,
       help="threshold guidance: set every IF threshold to this value (e.g. 0.998)")
+    _add_scale_out_args(p)
     _add_output_args(p, "out/sample", force=False)
 
     p, a = command("evaluate", cmd_evaluate, "sample quality: classifier-feature FID/KID, "

@@ -32,10 +32,16 @@ def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
            snn_steps: int | None = None, img_size: int | None = None, sampler: str = "ddpm",
            steps: int = 1000, num: int = 16, batch: int = 16, seed: int = 0,
            device: str = "cpu", threshold: float | None = None, threads: int | None = None,
-           out: str | Path = "out/sample", quiet: bool = False,
+           workers: int | None = None, cluster: str | None = None,
+           shard_size: int | None = None, out: str | Path = "out/sample", quiet: bool = False,
            notify: Notify | None = None) -> SampleResult:
     """Generate ``num`` images with the float model (default: the shipped one); write
-    ``samples.png``, ``samples.npy`` and ``sample.json`` into the directory ``out``."""
+    ``samples.png``, ``samples.npy`` and ``sample.json`` into the directory ``out``.
+
+    With ``workers`` or ``cluster`` the samples are cut into shards of ``shard_size`` (whole
+    batches; default one batch) run as Ray tasks, on a local instance with ``workers`` slots or
+    on the cluster at ``cluster``; each finished shard is kept in ``out/shards`` and a rerun
+    skips it. The samples are the single-process ones, bit for bit."""
     import numpy as np
 
     from ..diffusion import LinearSchedule, generate
@@ -52,9 +58,16 @@ def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
     cfg = ckpt.config
     check_steps(sampler, steps, cfg.diffusion_steps)
     t0 = time.perf_counter()
-    x = generate(float_denoiser(model, device), LinearSchedule(num_steps=cfg.diffusion_steps),
-                 num, (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=batch,
-                 sampler=sampler, steps=steps, seed=seed, progress=not quiet)
+    scale_out = None
+    if workers is None and cluster is None:
+        x = generate(float_denoiser(model, device), LinearSchedule(num_steps=cfg.diffusion_steps),
+                     num, (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=batch,
+                     sampler=sampler, steps=steps, seed=seed, progress=not quiet)
+    else:
+        x, scale_out = _sharded(model, ckpt, out, num=num, batch=batch, sampler=sampler,
+                                steps=steps, seed=seed, device=device, threshold=threshold,
+                                workers=workers, cluster=cluster, shard_size=shard_size,
+                                progress=not quiet)
     elapsed = time.perf_counter() - t0
     arr = x.numpy().astype(np.float32)
     write_npy(out / "samples.npy", arr)
@@ -65,6 +78,35 @@ def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
         "batch": batch, "seed": seed, "threshold": or_one(threshold),
         "seconds": round(elapsed, 3), "notes": list(ckpt.notes),
         "files": {"grid": "samples.png", "samples": "samples.npy ([N,C,H,W] float32 in [-1,1])"},
+        **({} if scale_out is None else {"scale_out": scale_out}),
     }
     write_json(out / "sample.json", report)
     return SampleResult(out, x, report, elapsed)
+
+
+def _sharded(model, ckpt, out: Path, *, num: int, batch: int, sampler: str, steps: int,
+             seed: int, device: str, threshold: float | None, workers: int | None,
+             cluster: str | None, shard_size: int | None, progress: bool):
+    """(samples, the scale-out report) of a sharded float sampling run."""
+    from ..diffusion.samplers import model_call_steps
+    from ..fileio import sha256_file
+    from ..scaleout.sharded import run_sharded
+    from ..scaleout.shards import ShardStore, plan_shards
+    from ..scaleout.tasks import SamplingSpec, float_shard
+
+    cfg = ckpt.config
+    plan = plan_shards(num, batch, shard_size)
+    provenance = {"job": "sample", "tool": f"sdm-neuro {__version__}",
+                  "model_sha256": sha256_file(ckpt.path), "weights": ckpt.weights,
+                  "config": cfg.to_dict(), "sampler": sampler, "steps": steps, "seed": seed,
+                  "batch": batch, "threshold": or_one(threshold), "device": device}
+    store = ShardStore(out / "shards", provenance, plan)
+    spec = SamplingSpec(cfg.diffusion_steps, (cfg.img_ch, cfg.img_size, cfg.img_size), batch,
+                        sampler, steps, seed, device)
+    per_batch = len(model_call_steps(sampler, cfg.diffusion_steps, steps))
+    tensors, report = run_sharded(
+        float_shard, (model, spec), store, plan, workers=workers or 1, cluster=cluster,
+        calls=lambda s: per_batch * -(-len(s) // batch), desc=f"{sampler} {steps} steps",
+        progress=progress, gpus=1.0 if device.startswith("cuda") else 0.0)
+    return tensors["samples"], {"workers_requested": workers, "cluster": cluster,
+                                "shard_size": len(plan[0]), **report}

@@ -1,0 +1,40 @@
+"""One sharded job: the shards not on disk yet run as Ray tasks, each written as it finishes;
+the merged result is every shard's tensors in sample order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .cluster import run_tasks, start, throughput
+from .shards import Shard, ShardStore
+
+
+def run_sharded(fn: Callable, shared: tuple, store: ShardStore, plan: list[Shard], *,
+                workers: int, cluster: str | None, calls: Callable[[Shard], int], desc: str,
+                progress: bool, gpus: float = 0.0
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``fn(*shared, shard, reporter)`` for every shard of ``plan`` not finished in ``store``
+    (``shared`` goes to the object store once, not once per task). Returns (each tensor key
+    concatenated over the plan, a report: shard counts and per-worker throughput)."""
+    done = store.finished()
+    todo = [s for s in plan if s not in done]
+    report: dict[str, Any] = {"shards": len(plan), "resumed": len(done), "computed": len(todo),
+                              "workers": {}}
+    if todo:
+        import ray
+
+        start(workers, cluster)
+        refs = tuple(ray.put(x) for x in shared)
+
+        def on_done(i: int, r) -> None:
+            store.save(todo[i], r.value, {"worker": r.worker, "seconds": round(r.seconds, 3)})
+            done[todo[i]] = r.value
+
+        results = run_tasks(fn, [(*refs, s) for s in todo], total_calls=sum(map(calls, todo)),
+                            desc=desc, progress=progress, gpus=gpus, on_done=on_done)
+        report["workers"] = throughput(results)
+    keys = done[plan[0]].keys()
+    return {k: torch.cat([done[s][k] for s in plan]) for k in keys}, report

@@ -1,0 +1,53 @@
+"""What one Ray task computes for its shard: module-level functions, so Ray can send them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .shards import Shard
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """The sampling settings every shard shares (those of the single-process ``generate``)."""
+
+    diffusion_steps: int
+    image_shape: tuple[int, ...]
+    batch: int
+    sampler: str
+    steps: int
+    seed: int
+    device: str = "cpu"
+
+
+def float_shard(model, spec: SamplingSpec, shard: Shard, reporter) -> dict[str, torch.Tensor]:
+    """The float model's samples ``shard.start ... shard.stop - 1``."""
+    from ..diffusion import on_device
+    from ..training import resolve_device
+
+    denoiser = on_device(model, resolve_device(spec.device))
+    return {"samples": sample_batches(denoiser, spec, shard, reporter)}
+
+
+def sample_batches(denoiser, spec: SamplingSpec, shard: Shard, reporter) -> torch.Tensor:
+    """``shard``'s samples, batch by batch as :func:`~sdm_neuro.diffusion.generate` cuts them
+    (the same rows in the same batches); ``reporter(1)`` after every denoising call."""
+    from ..diffusion import LinearSchedule
+    from ..diffusion.samplers import sample
+
+    schedule = LinearSchedule(num_steps=spec.diffusion_steps)
+
+    def advance(chain):
+        for step in chain:
+            yield step
+            reporter(1)
+
+    out = []
+    for start in range(shard.start, shard.stop, spec.batch):
+        idx = list(range(start, min(start + spec.batch, shard.stop)))
+        out.append(sample(denoiser, schedule, [len(idx), *spec.image_shape],
+                          sampler=spec.sampler, steps=spec.steps, seed=spec.seed, indices=idx,
+                          progress=advance))
+    return torch.cat(out)
