@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="compare eps and spikes with the float model every N calls")
     _add_feedforward_args(p)
     _add_deploy_args(p)
+    _add_scale_out_args(p)
     _add_output_args(p, "out/simulate")
 
     p, a = command("energy-report", cmd_energy_report, "synaptic-operation energy, activity and "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +65,21 @@ class Counters:
                 "host_macs": self.host_macs, "spikes": dict(self.spikes),
                 "synops": dict(self.synops), "events": dict(self.events),
                 **({"payloads": dict(self.payloads)} if self.payloads else {})}
+
+    @classmethod
+    def summed(cls, parts: Iterable[dict]) -> Counters:
+        """Counters of consecutive runs (each a :meth:`to_dict`) added up, each key in the order
+        it first appears: what one run over all their calls counts."""
+        out = cls()
+        for d in parts:
+            out.calls += d["calls"]
+            out.neuron_updates += d["neuron_updates"]
+            out.host_macs += d["host_macs"]
+            for name in ("spikes", "synops", "events", "payloads"):
+                mine = getattr(out, name)
+                for k, v in d.get(name, {}).items():
+                    mine[k] += v
+        return out
 
 
 def bias_mantissa(pop: Population, current: torch.Tensor, counters: Counters | None

@@ -85,6 +85,8 @@ class IntegerDenoiser:
     float_model: SpikingUNet | None = None  # on the CPU
     device: str | None = None          # where the integer network runs (eps on the CPU)
     compare_every: int = 10
+    call_offset: int = 0               # calls made before this one's first (a shard's start):
+    #                                    the comparisons fall on the same calls as in one run
     errors: list[dict] = field(default_factory=list)
     agreement: dict[str, list[float]] = field(default_factory=dict)
 
@@ -112,7 +114,7 @@ class IntegerDenoiser:
         self.counters = Counters()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        call = self.counters.calls
+        call = self.call_offset + self.counters.calls
         eps, spikes = self.sim(x, t, self.counters)
         if self.float_model is not None and call % self.compare_every == 0:
             self.float_model.record_spikes(True)

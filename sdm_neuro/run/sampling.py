@@ -104,7 +104,7 @@ def _sharded(model, ckpt, out: Path, *, num: int, batch: int, sampler: str, step
     spec = SamplingSpec(cfg.diffusion_steps, (cfg.img_ch, cfg.img_size, cfg.img_size), batch,
                         sampler, steps, seed, device)
     per_batch = len(model_call_steps(sampler, cfg.diffusion_steps, steps))
-    tensors, report = run_sharded(
+    tensors, _, report = run_sharded(
         float_shard, (model, spec), store, plan, workers=workers or 1, cluster=cluster,
         calls=lambda s: per_batch * -(-len(s) // batch), desc=f"{sampler} {steps} steps",
         progress=progress, gpus=1.0 if device.startswith("cuda") else 0.0)

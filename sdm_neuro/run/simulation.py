@@ -110,7 +110,9 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              device: str = "cpu", input: str | Path | None = None, time_steps: int = 32,
              rate: float = 0.2, dt: float | None = None, threshold_scale: float | None = None,
              dataset: str | None = None, data_dir: str | Path | None = None,
-             threads: int | None = None, out: str | Path = "out/simulate", force: bool = False,
+             threads: int | None = None, workers: int | None = None,
+             cluster: str | None = None, shard_size: int | None = None,
+             out: str | Path = "out/simulate", force: bool = False,
              quiet: bool = False, notify: Notify | None = None,
              ) -> SimulateResult | FeedForwardSimulateResult:
     """Lower the model to a deployment graph, calibrate and quantize it to Lava's fixed point on
@@ -123,7 +125,10 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     The model is ``checkpoint`` (default: the shipped one), or ``bundle``'s network; ``out`` is
     replaced with ``force``. A ``.nir`` checkpoint or a feed-forward bundle is run on ``input``
     (default: random spikes) instead, float vs integer layer by layer. (The first paragraph is
-    the command's ``--help`` description.)"""
+    the command's ``--help`` description.)
+
+    ``workers`` / ``cluster``: both chains run in shards as Ray tasks (as in ``sample``); the
+    samples and every counter equal the single-process run's."""
     out = Path(out)
     check_outputs("simulate", out=out, force=force)
     from ..simulators.device import integer_device
@@ -139,6 +144,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         return _simulate_feedforward(opts, out, force=force, input=as_path(input),
                                      time_steps=time_steps, num=num, rate=rate, dt=dt)
     from ..compiler.pipeline import IntegerDenoiser, psnr
+    from ..simulators.integer import Counters
     from ..diffusion import LinearSchedule, generate
     from ..evaluation.evaluate import evaluate_images, get_classifier
 
@@ -151,19 +157,36 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         ckpt_path = ckpt.path
     cfg = graph.config
     t_build = time.perf_counter() - t0
+    graph_built = graph  # what shards build their own denoisers from
     denoiser = IntegerDenoiser(graph, mode=mode, float_model=model, compare_every=compare_every,
                                device=device)
     graph = denoiser.graph  # scheduled (offsets, delays) in hardware mode
     schedule = LinearSchedule(num_steps=cfg.diffusion_steps)
     shape = (cfg.img_ch, cfg.img_size, cfg.img_size)
     common = {"batch_size": batch, "sampler": sampler, "steps": steps, "seed": seed}
-    t1 = time.perf_counter()
-    x_int = generate(denoiser, schedule, num, shape, progress=not quiet, **common)
-    t_int = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    x_float = (None if model is None else
-               generate(model, schedule, num, shape, progress=not quiet, **common))
-    t_float = time.perf_counter() - t1
+    scale_out = None
+    if workers is None and cluster is None:
+        t1 = time.perf_counter()
+        x_int = generate(denoiser, schedule, num, shape, progress=not quiet, **common)
+        t_int = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        x_float = (None if model is None else
+                   generate(model, schedule, num, shape, progress=not quiet, **common))
+        t_float = time.perf_counter() - t1
+        c, errors, agreement = denoiser.counters, denoiser.errors, denoiser.agreement
+    else:
+        x_int, x_float, parts, scale_out = _sharded(
+            graph_built, model, ckpt_path, opts, out, mode=mode, compare_every=compare_every,
+            device=device, workers=workers, cluster=cluster, shard_size=shard_size,
+            progress=not quiet, num=num, shape=shape, **common)
+        c = Counters.summed(p["counters"] for p in parts)
+        errors = [e for p in parts for e in p["errors"]]
+        agreement = {}
+        for p in parts:
+            for name, values in p["agreement"].items():
+                agreement.setdefault(name, []).extend(values)
+        t_int = sum(p["seconds"]["integer"] for p in parts)  # busy seconds over all workers
+        t_float = sum(p["seconds"]["float"] for p in parts)
 
     clf, clf_name = get_classifier(dataset, img_size=cfg.img_size, data_dir=opts.data_dir,
                                    progress=not quiet)
@@ -174,7 +197,6 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         rep = evaluate_images(x, dataset=dataset, classifier=clf, classifier_name=clf_name,
                               data_dir=opts.data_dir, kid_subsets=20, seed=seed, progress=False)
         quality[name] = rep.to_dict()
-    c = denoiser.counters
     calls = max(c.calls, 1)
     layers = {}
     qmeta = graph.meta["quantization"]
@@ -186,7 +208,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             "payloads_per_call": c.payloads[node.name] / calls,
             "payload_rate": c.payloads[node.name] / calls / (node.neurons * cfg.snn_steps * batch)}
     for pop in graph.populations:
-        agree = denoiser.agreement.get(pop.name, [])
+        agree = agreement.get(pop.name, [])
         layers[pop.name] = {
             "shape": list(pop.shape), "neurons": pop.neurons, "offset": pop.offset,
             **qmeta[pop.name],
@@ -216,10 +238,49 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
                               "events": dict(c.events)},
         "layers": layers,
         "comparison": {"final_psnr_db": None if x_float is None else psnr(x_int, x_float),
-                       "eps_per_call": denoiser.errors, "quality": quality},
+                       "eps_per_call": errors, "quality": quality},
+        **({} if scale_out is None else {"scale_out": scale_out}),
     }
     _write(out, force, report, x_int, x_float, graph)
     return SimulateResult(out, report, graph, x_int, x_float, dataset, t_int, t_float)
+
+
+def _sharded(graph, model, ckpt_path, opts: ModelOptions, out: Path, *, mode: str,
+             compare_every: int, device: str, workers: int | None, cluster: str | None,
+             shard_size: int | None, progress: bool, num: int, shape: tuple[int, ...],
+             batch_size: int, sampler: str, steps: int, seed: int):
+    """(integer samples, float samples or None, each shard's counters and comparisons, the
+    scale-out report) of simulate's two chains run in shards. The shards live in
+    ``OUT.shards`` beside the output directory, which is written whole at the end."""
+    from ..diffusion.samplers import model_call_steps
+    from ..fileio import sha256_file
+    from ..scaleout.sharded import run_sharded
+    from ..scaleout.shards import ShardStore, plan_shards
+    from ..scaleout.tasks import SamplingSpec, simulate_shard
+
+    cfg = graph.config
+    plan = plan_shards(num, batch_size, shard_size)
+    provenance = {"job": "simulate", "tool": f"sdm-neuro {__version__}",
+                  "model_sha256": sha256_file(ckpt_path) if ckpt_path else None,
+                  "bundle": None if opts.bundle is None else str(opts.bundle),
+                  "mapping": getattr(graph, "mapping", "composed"), "mode": mode,
+                  "sampler": sampler, "steps": steps, "seed": seed, "batch": batch_size,
+                  "threshold_scale": or_one(opts.threshold_scale),
+                  "calibration_images": None if opts.bundle is not None
+                  else opts.calibration_count, "compare_every": compare_every}
+    store = ShardStore(out.with_name(out.name + ".shards"), provenance, plan)
+    spec = SamplingSpec(cfg.diffusion_steps, shape, batch_size, sampler, steps, seed, device)
+    per_batch = len(model_call_steps(sampler, cfg.diffusion_steps, steps))
+    chains = 1 if model is None else 2
+    tensors, parts, report = run_sharded(
+        simulate_shard, (graph, model, spec, mode, compare_every), store, plan,
+        workers=workers or 1, cluster=cluster,
+        calls=lambda s: chains * per_batch * -(-len(s) // batch_size),
+        desc=f"{sampler} {steps} steps", progress=progress,
+        gpus=1.0 if device.startswith("cuda") else 0.0)
+    return tensors["integer"], tensors.get("float"), parts, {
+        "workers_requested": workers, "cluster": cluster, "shard_size": len(plan[0]),
+        "shards_dir": str(store.directory), **report}
 
 
 def _write(out: Path, force: bool, report: dict, x_int, x_float, graph) -> None:

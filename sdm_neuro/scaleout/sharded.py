@@ -15,10 +15,11 @@ from .shards import Shard, ShardStore
 def run_sharded(fn: Callable, shared: tuple, store: ShardStore, plan: list[Shard], *,
                 workers: int, cluster: str | None, calls: Callable[[Shard], int], desc: str,
                 progress: bool, gpus: float = 0.0
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``fn(*shared, shard, reporter)`` for every shard of ``plan`` not finished in ``store``
-    (``shared`` goes to the object store once, not once per task). Returns (each tensor key
-    concatenated over the plan, a report: shard counts and per-worker throughput)."""
+                ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, Any]]:
+    """``fn(*shared, shard, reporter)`` -> ``{"tensors": ..., "data": ...}`` for every shard of
+    ``plan`` not finished in ``store`` (``shared`` goes to the object store once, not once per
+    task). Returns (each tensor concatenated over the plan, each shard's data in plan order, a
+    report: shard counts and per-worker throughput)."""
     done = store.finished()
     todo = [s for s in plan if s not in done]
     report: dict[str, Any] = {"shards": len(plan), "resumed": len(done), "computed": len(todo),
@@ -36,5 +37,6 @@ def run_sharded(fn: Callable, shared: tuple, store: ShardStore, plan: list[Shard
         results = run_tasks(fn, [(*refs, s) for s in todo], total_calls=sum(map(calls, todo)),
                             desc=desc, progress=progress, gpus=gpus, on_done=on_done)
         report["workers"] = throughput(results)
-    keys = done[plan[0]].keys()
-    return {k: torch.cat([done[s][k] for s in plan]) for k in keys}, report
+    keys = done[plan[0]]["tensors"].keys()
+    tensors = {k: torch.cat([done[s]["tensors"][k] for s in plan]) for k in keys}
+    return tensors, [done[s].get("data", {}) for s in plan], report

@@ -64,8 +64,9 @@ class ShardStore:
         self.provenance = dict(provenance)
         self.plan = {s.name: s for s in plan}
 
-    def finished(self) -> dict[Shard, dict[str, torch.Tensor]]:
-        """The plan's shards already on disk, checked; raises on a foreign file."""
+    def finished(self) -> dict[Shard, dict[str, Any]]:
+        """The plan's shards already on disk (``{"tensors": ..., "data": ...}`` each, as
+        :meth:`save` took them), checked; raises on a foreign file."""
         done = {}
         if not self.directory.is_dir():
             return done
@@ -83,11 +84,11 @@ class ShardStore:
             done[shard] = self._read(path, shard)
         return done
 
-    def _read(self, path: Path, shard: Shard) -> dict[str, torch.Tensor]:
+    def _read(self, path: Path, shard: Shard) -> dict[str, Any]:
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
             meta = json.loads(d["provenance"])
-            tensors = d["tensors"]
+            tensors, data = d["tensors"], json.loads(d["data"])
         except Exception as e:  # noqa: BLE001 - any unreadable file is refused by name
             raise UsageError(f"{path}: unreadable shard file ({type(e).__name__}: {e}); "
                              "remove it and rerun to compute it again.") from None
@@ -106,12 +107,14 @@ class ShardStore:
             if v.shape[:1] != (len(shard),):
                 raise UsageError(f"{path}: {key} holds {tuple(v.shape)[:1]} samples, the shard "
                                  f"{len(shard)}.")
-        return tensors
+        return {"tensors": tensors, "data": data}
 
-    def save(self, shard: Shard, tensors: Mapping[str, torch.Tensor], extra: Mapping[str, Any]
-             ) -> Path:
-        """Write one finished shard (atomically: a crash leaves no partial file)."""
+    def save(self, shard: Shard, value: Mapping[str, Any], extra: Mapping[str, Any]) -> Path:
+        """Write one finished shard, ``{"tensors": {name: [n, ...] tensor}, "data": JSON-able
+        dict}``, with ``extra`` beside the provenance (atomically: a crash leaves no partial
+        file)."""
         meta = {"format": SHARD_FORMAT, "format_version": SHARD_VERSION, **self.provenance,
                 "start": shard.start, "stop": shard.stop, **extra}
-        payload = {"provenance": json.dumps(meta), "tensors": dict(tensors)}
+        payload = {"provenance": json.dumps(meta), "tensors": dict(value["tensors"]),
+                   "data": json.dumps(value.get("data", {}))}
         return write_atomic(self.directory / shard.name, lambda tmp: torch.save(payload, tmp))

@@ -22,13 +22,13 @@ class SamplingSpec:
     device: str = "cpu"
 
 
-def float_shard(model, spec: SamplingSpec, shard: Shard, reporter) -> dict[str, torch.Tensor]:
+def float_shard(model, spec: SamplingSpec, shard: Shard, reporter) -> dict:
     """The float model's samples ``shard.start ... shard.stop - 1``."""
     from ..diffusion import on_device
     from ..training import resolve_device
 
     denoiser = on_device(model, resolve_device(spec.device))
-    return {"samples": sample_batches(denoiser, spec, shard, reporter)}
+    return {"tensors": {"samples": sample_batches(denoiser, spec, shard, reporter)}}
 
 
 def sample_batches(denoiser, spec: SamplingSpec, shard: Shard, reporter) -> torch.Tensor:
@@ -51,3 +51,26 @@ def sample_batches(denoiser, spec: SamplingSpec, shard: Shard, reporter) -> torc
                           sampler=spec.sampler, steps=spec.steps, seed=spec.seed, indices=idx,
                           progress=advance))
     return torch.cat(out)
+
+
+def simulate_shard(graph, model, spec: SamplingSpec, mode: str, compare_every: int,
+                   shard: Shard, reporter) -> dict:
+    """``simulate``'s work for ``shard``: the integer chain (its denoiser's call numbers start
+    where the single run's would, so the float comparisons fall on the same calls), then the
+    float chain from the same noise when there is a float model."""
+    import time
+
+    from ..compiler.pipeline import IntegerDenoiser
+    from ..diffusion.samplers import model_call_steps
+
+    per_batch = len(model_call_steps(spec.sampler, spec.diffusion_steps, spec.steps))
+    den = IntegerDenoiser(graph, mode=mode, float_model=model, compare_every=compare_every,
+                          device=spec.device, call_offset=shard.start // spec.batch * per_batch)
+    t0 = time.perf_counter()
+    tensors = {"integer": sample_batches(den, spec, shard, reporter)}
+    t_int = time.perf_counter() - t0
+    if model is not None:  # (the float model and the sampler run on the CPU, as in simulate)
+        tensors["float"] = sample_batches(model, spec, shard, reporter)
+    return {"tensors": tensors,
+            "data": {"counters": den.counters.to_dict(), "errors": den.errors,
+                     "agreement": den.agreement, "seconds": {"integer": t_int, "float": time.perf_counter() - t0 - t_int}}}

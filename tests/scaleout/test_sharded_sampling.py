@@ -1,7 +1,7 @@
 """Sampling sharded over Ray workers: the same samples as one process, bit for bit; finished
 shards kept and skipped on a rerun; a shard file of another run refused by name.
 
-One local Ray instance with 2 CPU slots serves the whole module (its start takes seconds)."""
+The Ray instance is conftest.py's."""
 
 from __future__ import annotations
 
@@ -9,21 +9,11 @@ import json
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from sdm_neuro.errors import UsageError
-from sdm_neuro.run import sample
+from sdm_neuro.run import sample, simulate
 from sdm_neuro.scaleout.shards import Shard, ShardStore, plan_shards
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    from sdm_neuro.scaleout.cluster import start
-
-    start(2, None)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.parametrize(("sampler", "steps"), [("ddim", 10), ("ddpm", 10)])
@@ -84,8 +74,26 @@ def test_plan_and_store_refuse_malformed_input(tmp_path):
     (tmp_path / plan[0].name).write_bytes(b"not a torch file")
     with pytest.raises(UsageError, match=r"shard-0000000-0000004\.pt: unreadable shard file"):
         store.finished()
-    store.save(plan[0], {"samples": torch.zeros(3, 1)}, {})  # one row short
+    store.save(plan[0], {"tensors": {"samples": torch.zeros(3, 1)}}, {})  # a row short
     with pytest.raises(UsageError, match="holds"):
         store.finished()
-    store.save(plan[0], {"samples": torch.zeros(4, 1)}, {})
-    assert torch.equal(store.finished()[plan[0]]["samples"], torch.zeros(4, 1))
+    store.save(plan[0], {"tensors": {"samples": torch.zeros(4, 1)}, "data": {"k": [1]}}, {})
+    back = store.finished()[plan[0]]
+    assert torch.equal(back["tensors"]["samples"], torch.zeros(4, 1)) and back["data"] == {"k": [1]}
+
+
+@pytest.mark.parametrize(("sampler", "mapping"), [("ddim", "composed"), ("ddpm", "graded")])
+def test_simulate_in_shards_equals_one_process(tmp_path, sampler, mapping):
+    common = {"sampler": sampler, "steps": 10, "num": 8, "batch": 4, "seed": 2, "quiet": True,
+              "mapping": mapping, "compare_every": 3}
+    one = simulate(out=tmp_path / "one", **common)
+    two = simulate(out=tmp_path / "two", workers=2, **common)
+    assert torch.equal(one.samples, two.samples)
+    assert torch.equal(one.float_samples, two.float_samples)
+    a, b = (json.loads((tmp_path / d / "simulate.json").read_text()) for d in ("one", "two"))
+    assert b.pop("scale_out")["computed"] == 2
+    for rep in (a, b):
+        del rep["seconds"]
+    assert a == b  # every counter, per-layer statistic, comparison and quality figure
+    assert len(a["comparison"]["eps_per_call"]) == 7  # calls 0, 3, ..., 18 of 20
+    assert (tmp_path / "two.shards").is_dir()
