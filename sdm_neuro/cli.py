@@ -306,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
       "(pt_inception-2015-12-05-*.pth) to add Inception FID; never downloaded")
     a("--kid-subsets", type=positive_int, default=100)
     a("--kid-subset-size", type=positive_int, default=1000)
+    _add_scale_out_args(p)
     _add_output_args(p, "out/evaluate")
 
     p, a = command("simulate", cmd_simulate, "run the reverse process with the bit-exact integer "

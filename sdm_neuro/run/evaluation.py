@@ -44,6 +44,8 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              data_dir: str | Path | None = None, classifier: str | Path | None = None,
              inception_weights: str | Path | None = None, kid_subsets: int = 100,
              kid_subset_size: int = 1000, threads: int | None = None,
+             workers: int | None = None, cluster: str | None = None,
+             shard_size: int | None = None,
              out: str | Path = "out/evaluate", force: bool = False, quiet: bool = False,
              notify: Notify | None = None) -> EvaluateResult:
     """Generate samples (or read --samples) and score them against the training set: FID and KID
@@ -57,7 +59,10 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     integer network on ``device``), or from ``samples`` (.npy [N, C, H, W] in [-1, 1]). Writes
     ``report.json``, ``samples.png``, ``classes.png`` (and ``samples.npy``, and a classifier
     trained now) into ``out`` (replaced with ``force``). (The first paragraph is the command's
-    ``--help`` description.)"""
+    ``--help`` description.)
+
+    ``workers`` / ``cluster``: the samples are drawn in shards as Ray tasks (as in ``sample``;
+    the shards live in ``OUT.shards``), the same samples as one process."""
     import numpy as np
 
     from ..diffusion import LinearSchedule, generate
@@ -85,6 +90,10 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     if integer is not None and samples is not None:
         raise UsageError("--integer samples with the integer simulator; --samples scores "
                          "given images: choose one.")
+    sharded = workers is not None or cluster is not None
+    if sharded and samples is not None:
+        raise UsageError("--workers / --cluster spread the sampling; --samples scores given "
+                         "images and samples nothing.")
     set_threads(threads)
     t0 = time.perf_counter()
     with atomic_dir(out, force=force) as tmp:
@@ -100,7 +109,8 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
                                 progress=not quiet)
             if integer is not None:
                 mode = mode or "ideal"
-                denoiser, ckpt = _integer_denoiser(opts, sampler, steps, integer, mode, device)
+                denoiser, ckpt, graph = _integer_denoiser(opts, sampler, steps, integer, mode,
+                                                          device)
                 dataset = dataset or ckpt.meta.get("dataset")
             else:
                 model, ckpt = load(opts)
@@ -113,16 +123,38 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             if dataset is None:
                 raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was "
                                  "trained on; pass --dataset.")
-            images = generate(denoiser, LinearSchedule(num_steps=cfg.diffusion_steps), num,
-                              (cfg.img_ch, cfg.img_size, cfg.img_size), batch_size=batch,
-                              sampler=sampler, steps=steps, seed=seed, progress=not quiet)
+            shape = (cfg.img_ch, cfg.img_size, cfg.img_size)
+            scale_out = None
+            if not sharded:
+                images = generate(denoiser, LinearSchedule(num_steps=cfg.diffusion_steps), num,
+                                  shape, batch_size=batch, sampler=sampler, steps=steps,
+                                  seed=seed, progress=not quiet)
+            else:
+                from ..fileio import sha256_file
+                from ..scaleout.sharded import sample_in_shards
+                from ..scaleout.tasks import SamplingSpec, float_shard, simulate_shard
+
+                spec = SamplingSpec(cfg.diffusion_steps, shape, batch, sampler, steps, seed,
+                                    device)
+                provenance = {"job": "evaluate", "model_sha256": sha256_file(ckpt.path),
+                              "weights": ckpt.weights, "threshold": or_one(threshold),
+                              "integer": integer, "mode": mode,
+                              "calibration_images": opts.calibration_count if integer else None}
+                fn, shared, key = ((simulate_shard, (graph, None, mode, 10), "integer")
+                                   if integer is not None else (float_shard, (model,), "samples"))
+                tensors, _, scale_out = sample_in_shards(
+                    fn, shared, spec, num, directory=out.with_name(out.name + ".shards"),
+                    provenance=provenance, chains=1, workers=workers, cluster=cluster,
+                    shard_size=shard_size, progress=not quiet)
+                images = tensors[key]
             source = {"checkpoint": str(ckpt.path), "weights": ckpt.weights,
                       "config": cfg.to_dict(), "sampler": sampler, "steps": steps,
                       "num": num, "seed": seed, "threshold": or_one(threshold),
                       "notes": list(ckpt.notes),
                       **({} if integer is None else {"integer": {
                           "mapping": integer, "mode": mode, "device": str(denoiser.sim.device),
-                          "calibration_images": opts.calibration_count}})}
+                          "calibration_images": opts.calibration_count}}),
+                      **({} if scale_out is None else {"scale_out": scale_out})}
             arr = images.numpy().astype(np.float32)
             write_npy(tmp / "samples.npy", arr)
         t_sample = time.perf_counter() - t0
@@ -146,10 +178,10 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
 def _integer_denoiser(opts: ModelOptions, sampler: str, steps: int, mapping: str, mode: str,
                       device: str):
     """(the integer denoiser of ``opts``'s model, quantized as ``simulate`` does; its
-    checkpoint)."""
+    checkpoint; the quantized graph before any scheduling, which shards build theirs from)."""
     from ..compiler.pipeline import IntegerDenoiser
     from ..training import resolve_device
     from .checkpoints import deploy
 
     _, ckpt, _, _, graph = deploy(opts, (sampler, steps), mapping=mapping)
-    return IntegerDenoiser(graph, mode=mode, device=resolve_device(device)), ckpt
+    return IntegerDenoiser(graph, mode=mode, device=resolve_device(device)), ckpt, graph

@@ -84,29 +84,22 @@ def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
     return SampleResult(out, x, report, elapsed)
 
 
+
 def _sharded(model, ckpt, out: Path, *, num: int, batch: int, sampler: str, steps: int,
              seed: int, device: str, threshold: float | None, workers: int | None,
              cluster: str | None, shard_size: int | None, progress: bool):
     """(samples, the scale-out report) of a sharded float sampling run."""
-    from ..diffusion.samplers import model_call_steps
     from ..fileio import sha256_file
-    from ..scaleout.sharded import run_sharded
-    from ..scaleout.shards import ShardStore, plan_shards
+    from ..scaleout.sharded import sample_in_shards
     from ..scaleout.tasks import SamplingSpec, float_shard
 
     cfg = ckpt.config
-    plan = plan_shards(num, batch, shard_size)
-    provenance = {"job": "sample", "tool": f"sdm-neuro {__version__}",
-                  "model_sha256": sha256_file(ckpt.path), "weights": ckpt.weights,
-                  "config": cfg.to_dict(), "sampler": sampler, "steps": steps, "seed": seed,
-                  "batch": batch, "threshold": or_one(threshold), "device": device}
-    store = ShardStore(out / "shards", provenance, plan)
     spec = SamplingSpec(cfg.diffusion_steps, (cfg.img_ch, cfg.img_size, cfg.img_size), batch,
                         sampler, steps, seed, device)
-    per_batch = len(model_call_steps(sampler, cfg.diffusion_steps, steps))
-    tensors, _, report = run_sharded(
-        float_shard, (model, spec), store, plan, workers=workers or 1, cluster=cluster,
-        calls=lambda s: per_batch * -(-len(s) // batch), desc=f"{sampler} {steps} steps",
-        progress=progress, gpus=1.0 if device.startswith("cuda") else 0.0)
-    return tensors["samples"], {"workers_requested": workers, "cluster": cluster,
-                                "shard_size": len(plan[0]), **report}
+    provenance = {"job": "sample", "model_sha256": sha256_file(ckpt.path),
+                  "weights": ckpt.weights, "config": cfg.to_dict(),
+                  "threshold": or_one(threshold)}
+    tensors, _, report = sample_in_shards(
+        float_shard, (model,), spec, num, directory=out / "shards", provenance=provenance,
+        chains=1, workers=workers, cluster=cluster, shard_size=shard_size, progress=progress)
+    return tensors["samples"], report

@@ -252,35 +252,25 @@ def _sharded(graph, model, ckpt_path, opts: ModelOptions, out: Path, *, mode: st
     """(integer samples, float samples or None, each shard's counters and comparisons, the
     scale-out report) of simulate's two chains run in shards. The shards live in
     ``OUT.shards`` beside the output directory, which is written whole at the end."""
-    from ..diffusion.samplers import model_call_steps
     from ..fileio import sha256_file
-    from ..scaleout.sharded import run_sharded
-    from ..scaleout.shards import ShardStore, plan_shards
+    from ..scaleout.sharded import sample_in_shards
     from ..scaleout.tasks import SamplingSpec, simulate_shard
 
-    cfg = graph.config
-    plan = plan_shards(num, batch_size, shard_size)
-    provenance = {"job": "simulate", "tool": f"sdm-neuro {__version__}",
+    spec = SamplingSpec(graph.config.diffusion_steps, shape, batch_size, sampler, steps, seed,
+                        device)
+    provenance = {"job": "simulate",
                   "model_sha256": sha256_file(ckpt_path) if ckpt_path else None,
                   "bundle": None if opts.bundle is None else str(opts.bundle),
                   "mapping": getattr(graph, "mapping", "composed"), "mode": mode,
-                  "sampler": sampler, "steps": steps, "seed": seed, "batch": batch_size,
                   "threshold_scale": or_one(opts.threshold_scale),
                   "calibration_images": None if opts.bundle is not None
                   else opts.calibration_count, "compare_every": compare_every}
-    store = ShardStore(out.with_name(out.name + ".shards"), provenance, plan)
-    spec = SamplingSpec(cfg.diffusion_steps, shape, batch_size, sampler, steps, seed, device)
-    per_batch = len(model_call_steps(sampler, cfg.diffusion_steps, steps))
-    chains = 1 if model is None else 2
-    tensors, parts, report = run_sharded(
-        simulate_shard, (graph, model, spec, mode, compare_every), store, plan,
-        workers=workers or 1, cluster=cluster,
-        calls=lambda s: chains * per_batch * -(-len(s) // batch_size),
-        desc=f"{sampler} {steps} steps", progress=progress,
-        gpus=1.0 if device.startswith("cuda") else 0.0)
-    return tensors["integer"], tensors.get("float"), parts, {
-        "workers_requested": workers, "cluster": cluster, "shard_size": len(plan[0]),
-        "shards_dir": str(store.directory), **report}
+    tensors, parts, report = sample_in_shards(
+        simulate_shard, (graph, model, mode, compare_every), spec, num,
+        directory=out.with_name(out.name + ".shards"), provenance=provenance,
+        chains=1 if model is None else 2, workers=workers, cluster=cluster,
+        shard_size=shard_size, progress=progress)
+    return tensors["integer"], tensors.get("float"), parts, report
 
 
 def _write(out: Path, force: bool, report: dict, x_int, x_float, graph) -> None:

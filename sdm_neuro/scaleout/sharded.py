@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from .cluster import run_tasks, start, throughput
-from .shards import Shard, ShardStore
+from .shards import Shard, ShardStore, plan_shards
+from .tasks import SamplingSpec
 
 
 def run_sharded(fn: Callable, shared: tuple, store: ShardStore, plan: list[Shard], *,
@@ -40,3 +41,29 @@ def run_sharded(fn: Callable, shared: tuple, store: ShardStore, plan: list[Shard
     keys = done[plan[0]]["tensors"].keys()
     tensors = {k: torch.cat([done[s]["tensors"][k] for s in plan]) for k in keys}
     return tensors, [done[s].get("data", {}) for s in plan], report
+
+
+def sample_in_shards(fn: Callable, shared: tuple, spec: SamplingSpec, num: int, *,
+                     directory, provenance: dict[str, Any], chains: int, workers: int | None,
+                     cluster: str | None, shard_size: int | None, progress: bool
+                     ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, Any]]:
+    """A sampling job's ``num`` samples in shards: ``fn(*shared, spec, shard, reporter)`` runs
+    ``chains`` sampling chains per shard; the shard files in ``directory`` carry
+    ``provenance`` plus the sampling settings. Returns what :func:`run_sharded` does, the
+    report with the run's scale-out settings."""
+    from .. import __version__
+    from ..diffusion.samplers import model_call_steps
+
+    plan = plan_shards(num, spec.batch, shard_size)
+    store = ShardStore(directory, {"tool": f"sdm-neuro {__version__}", **provenance,
+                                   "sampler": spec.sampler, "steps": spec.steps,
+                                   "seed": spec.seed, "batch": spec.batch,
+                                   "device": spec.device}, plan)
+    per_batch = len(model_call_steps(spec.sampler, spec.diffusion_steps, spec.steps))
+    tensors, parts, report = run_sharded(
+        fn, (*shared, spec), store, plan, workers=workers or 1, cluster=cluster,
+        calls=lambda s: chains * per_batch * -(-len(s) // spec.batch),
+        desc=f"{spec.sampler} {spec.steps} steps", progress=progress,
+        gpus=1.0 if spec.device.startswith("cuda") else 0.0)
+    return tensors, parts, {"workers_requested": workers, "cluster": cluster,
+                            "shard_size": len(plan[0]), "shards_dir": str(directory), **report}

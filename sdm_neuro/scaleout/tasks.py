@@ -53,11 +53,12 @@ def sample_batches(denoiser, spec: SamplingSpec, shard: Shard, reporter) -> torc
     return torch.cat(out)
 
 
-def simulate_shard(graph, model, spec: SamplingSpec, mode: str, compare_every: int,
+def simulate_shard(graph, model, mode: str, compare_every: int, spec: SamplingSpec,
                    shard: Shard, reporter) -> dict:
     """``simulate``'s work for ``shard``: the integer chain (its denoiser's call numbers start
     where the single run's would, so the float comparisons fall on the same calls), then the
-    float chain from the same noise when there is a float model."""
+    float chain from the same noise when there is a float model (``None``: the integer chain
+    alone, as ``evaluate --integer`` samples)."""
     import time
 
     from ..compiler.pipeline import IntegerDenoiser

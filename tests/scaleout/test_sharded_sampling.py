@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sdm_neuro.errors import UsageError
-from sdm_neuro.run import sample, simulate
+from sdm_neuro.run import evaluate, sample, simulate
 from sdm_neuro.scaleout.shards import Shard, ShardStore, plan_shards
 
 
@@ -97,3 +97,25 @@ def test_simulate_in_shards_equals_one_process(tmp_path, sampler, mapping):
     assert a == b  # every counter, per-layer statistic, comparison and quality figure
     assert len(a["comparison"]["eps_per_call"]) == 7  # calls 0, 3, ..., 18 of 20
     assert (tmp_path / "two.shards").is_dir()
+
+
+@pytest.mark.parametrize("integer", [None, "graded"])
+def test_evaluate_in_shards_scores_the_single_process_samples(tmp_path, integer):
+    common = {"sampler": "ddim", "steps": 5, "num": 8, "batch": 4, "seed": 4, "quiet": True,
+              "integer": integer, "kid_subsets": 2, "kid_subset_size": 4}
+    evaluate(out=tmp_path / "one", **common)
+    evaluate(out=tmp_path / "two", workers=2, **common)
+    assert np.array_equal(np.load(tmp_path / "one" / "samples.npy"),
+                          np.load(tmp_path / "two" / "samples.npy"))
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    assert b.pop("scale_out")["computed"] == 2
+    for rep in (a, b):
+        for k in [k for k in rep if k.startswith("seconds")]:
+            del rep[k]
+    assert a == b
+
+
+def test_evaluate_refuses_workers_with_given_samples(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 16, 16), dtype=np.float32))
+    with pytest.raises(UsageError, match="--samples scores given images and samples nothing"):
+        evaluate(samples=tmp_path / "x.npy", workers=2, out=tmp_path / "e", quiet=True)
