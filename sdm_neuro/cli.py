@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
       "else one is trained now and saved as OUT/classifier.pt)")
     a("--inception-weights", type=Path, help="local pytorch-fid InceptionV3 weights "
       "(pt_inception-2015-12-05-*.pth) to add Inception FID; never downloaded")
+    a("--fid-stats", type=Path, metavar="FILE.npz",
+      help="dataset Inception statistics in pytorch-fid's .npz format (mu, sigma), as SDDPM's "
+      "evaluation uses: Inception FID against them, and the samples' statistics written as "
+      "OUT/fid_stats.npz (needs --inception-weights)")
     a("--kid-subsets", type=positive_int, default=100)
     a("--kid-subset-size", type=positive_int, default=1000)
     _add_scale_out_args(p)

@@ -73,10 +73,14 @@ def evaluate_images(samples: torch.Tensor, *, dataset: str, classifier: TrainedC
                     classifier_name: str, data_dir: str | Path | None = None,
                     inception_weights: str | Path | None = None, kid_subsets: int = 100,
                     kid_subset_size: int = 1000, seed: int = 0,
+                    inception_reference: tuple | None = None,
+                    inception_stats: dict | None = None,
                     progress: bool = True) -> QualityReport:
     """Scores ``samples`` ([N, C, H, W] in [-1, 1]) beside the floor (held-out real images, as
     many as there are samples when the split allows, so FID's small-sample bias is alike) and
-    the ceiling (clipped Gaussian noise, as many as samples), all against the training split."""
+    the ceiling (clipped Gaussian noise, as many as samples), all against the training split
+    (Inception FID against ``inception_reference`` when given: see
+    :func:`~.quality.evaluate_sets`)."""
     from ..data import load_dataset
 
     check_kid_options(kid_subsets, kid_subset_size)
@@ -96,7 +100,8 @@ def evaluate_images(samples: torch.Tensor, *, dataset: str, classifier: TrainedC
             CEILING: noise_images(len(samples), train.image_shape, seed)}
     return evaluate_sets(sets, train.images, classifier, classifier_name=classifier_name,
                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed,
-                         inception=inception, progress=progress)
+                         inception=inception, inception_reference=inception_reference,
+                         inception_stats=inception_stats, progress=progress)
 
 
 def class_histogram_png(path: Path, report: QualityReport, class_names: tuple[str, ...]) -> Path:

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import UsageError
 from .classifier import TrainedClassifier
-from .stats import fid_from_features, kid
+from .stats import feature_stats, fid_from_features, frechet_distance, kid
 
 NOT_INCEPTION = ("FID/KID are computed in the feature space of the sdm-neuro {dataset} classifier "
                  "({dim}-d penultimate layer), NOT Inception-v3: compare them only with figures "
@@ -85,18 +85,23 @@ class QualityReport:
 def evaluate_sets(sets: dict[str, torch.Tensor], train_images: torch.Tensor,
                   classifier: TrainedClassifier, *, classifier_name: str = "",
                   threshold: float = 0.9, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                  seed: int = 0, inception: Any = None, progress: bool = False) -> QualityReport:
+                  seed: int = 0, inception: Any = None,
+                  inception_reference: tuple[np.ndarray, np.ndarray] | None = None,
+                  inception_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                  progress: bool = False) -> QualityReport:
     """Score every image set in ``sets`` (name -> [N, C, H, W] in [-1, 1], N >= 1) against the
-    training images. ``inception``: an Inception feature extractor (adds Inception FID).
+    training images. ``inception``: an Inception feature extractor (adds Inception FID, against
+    the training images' features, or against ``inception_reference`` = (mu, sigma), a
+    dataset's statistics, when given); ``inception_stats`` receives each set's (mu, sigma).
 
     Recognisability is computed for any N; FID and KID need at least two images in the set and
     in the training set, otherwise they are ``None`` and the row says why."""
     train_feats, _ = classifier.run(train_images)
-    inc_train = None
-    if inception is not None and len(train_images) >= MIN_FID_IMAGES:
+    inc_train = inception_reference  # (mu, sigma) the Inception FIDs are measured against
+    if inception is not None and inc_train is None and len(train_images) >= MIN_FID_IMAGES:
         from .inception import inception_features
 
-        inc_train = inception_features(inception, train_images, progress=progress)
+        inc_train = feature_stats(inception_features(inception, train_images, progress=progress))
     rows = []
     # One subset size for every row, so their KIDs are comparable.
     sizes = [len(x) for x in sets.values() if len(x) >= MIN_FID_IMAGES]
@@ -112,11 +117,13 @@ def evaluate_sets(sets: dict[str, torch.Tensor], train_images: torch.Tensor,
             fid = fid_from_features(feats, train_feats)
             k_mean, k_std = kid(feats, train_feats, subsets=kid_subsets, subset_size=size,
                                 seed=seed)
-            if inc_train is not None:
+            if inception is not None and inc_train is not None:
                 from .inception import inception_features
 
-                inc = fid_from_features(inception_features(inception, images, progress=progress),
-                                        inc_train)
+                stats = feature_stats(inception_features(inception, images, progress=progress))
+                if inception_stats is not None:
+                    inception_stats[name] = stats
+                inc = frechet_distance(*stats, *inc_train)
         rows.append(QualityRow(name=name, n=len(images), fid=fid, kid=k_mean, kid_std=k_std,
                                confident=conf, confident_stderr=err, class_entropy=ent,
                                class_counts=counts, inception_fid=inc,

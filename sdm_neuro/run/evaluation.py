@@ -42,7 +42,8 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              mode: str | None = None, calibration_images: int | None = None,
              dataset: str | None = None,
              data_dir: str | Path | None = None, classifier: str | Path | None = None,
-             inception_weights: str | Path | None = None, kid_subsets: int = 100,
+             inception_weights: str | Path | None = None, fid_stats: str | Path | None = None,
+             kid_subsets: int = 100,
              kid_subset_size: int = 1000, threads: int | None = None,
              workers: int | None = None, cluster: str | None = None,
              shard_size: int | None = None,
@@ -60,6 +61,10 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     ``report.json``, ``samples.png``, ``classes.png`` (and ``samples.npy``, and a classifier
     trained now) into ``out`` (replaced with ``force``). (The first paragraph is the command's
     ``--help`` description.)
+
+    ``fid_stats``: a dataset's Inception statistics in pytorch-fid's ``.npz`` format (``mu``,
+    ``sigma``): the Inception FIDs are measured against them, and the samples' statistics are
+    written as ``fid_stats.npz`` in the same format (needs ``inception_weights``).
 
     ``workers`` / ``cluster``: the samples are drawn in shards as Ray tasks (as in ``sample``;
     the shards live in ``OUT.shards``), the same samples as one process."""
@@ -90,6 +95,18 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     if integer is not None and samples is not None:
         raise UsageError("--integer samples with the integer simulator; --samples scores "
                          "given images: choose one.")
+    reference = None
+    if fid_stats is not None:
+        from ..evaluation.fid_stats import read_fid_stats
+        from ..evaluation.inception import FEATURE_DIM
+
+        if inception_weights is None:
+            raise UsageError("--fid-stats: Inception statistics need the Inception network; "
+                             "add --inception-weights (local pytorch-fid weights).")
+        reference = read_fid_stats(fid_stats)  # before sampling, not after
+        if reference[0].shape[0] != FEATURE_DIM:
+            raise UsageError(f"{fid_stats}: statistics of {reference[0].shape[0]}-dimensional "
+                             f"features; Inception's pool features have {FEATURE_DIM}.")
     sharded = workers is not None or cluster is not None
     if sharded and samples is not None:
         raise UsageError("--workers / --cluster spread the sampling; --samples scores given "
@@ -158,6 +175,7 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             arr = images.numpy().astype(np.float32)
             write_npy(tmp / "samples.npy", arr)
         t_sample = time.perf_counter() - t0
+        inc_stats: dict = {}
         clf, clf_name = get_classifier(dataset, img_size=images.shape[-1], data_dir=data_dir,
                                        path=as_path(classifier), save_to=tmp / "classifier.pt",
                                        progress=not quiet)
@@ -165,7 +183,15 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
                                  classifier_name=clf_name, data_dir=data_dir,
                                  inception_weights=as_path(inception_weights),
                                  kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
-                                 seed=seed, progress=not quiet)
+                                 seed=seed, inception_reference=reference,
+                                 inception_stats=inc_stats, progress=not quiet)
+        if fid_stats is not None:
+            from ..evaluation.evaluate import SAMPLES
+            from ..evaluation.fid_stats import write_fid_stats
+
+            write_fid_stats(tmp / "fid_stats.npz", *inc_stats[SAMPLES])
+            source["fid_stats"] = {"reference": str(fid_stats),
+                                   "samples": "fid_stats.npz (mu, sigma; pytorch-fid's format)"}
         save_grid(images[:100], tmp / "samples.png")
         class_histogram_png(tmp / "classes.png", report, clf.class_names)
         write_json(tmp / "report.json", report_dict(

@@ -10,6 +10,7 @@ pytorch-fid ``src/pytorch_fid/inception.py`` (``fid_inception_v3``: ``Inception3
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +208,69 @@ def test_load_errors_name_the_file(tmp_path: Path, meta_state: dict) -> None:
     nan = dict(state, **{"fc.bias": torch.full((1008,), float("nan"))})
     torch.save(nan, tmp_path / "nan.pth")
     _expect_error(tmp_path / "nan.pth", "fc.bias contains NaN")
+
+
+# --- FID statistics files (pytorch-fid's .npz) --------------------------------------------------
+
+def _reference_stats(path: Path, dim: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    a = np.random.default_rng(0).normal(size=(40, dim))
+    mu, sigma = a.mean(0), np.cov(a, rowvar=False)
+    np.savez(path, mu=mu, sigma=sigma)
+    return mu, sigma
+
+
+def test_evaluate_measures_inception_fid_against_fid_stats_and_writes_the_samples(
+        tmp_path: Path, random_weights: Path) -> None:
+    from sdm_neuro.evaluation.stats import frechet_distance
+    from sdm_neuro.run import evaluate
+
+    ref_mu, ref_sigma = _reference_stats(tmp_path / "ref.npz")
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    np.save(tmp_path / "x.npy", x.numpy())
+    evaluate(samples=tmp_path / "x.npy", inception_weights=random_weights,
+             fid_stats=tmp_path / "ref.npz", kid_subsets=2, kid_subset_size=2,
+             out=tmp_path / "e", quiet=True)
+    written = np.load(tmp_path / "e" / "fid_stats.npz")
+    assert sorted(written.files) == ["mu", "sigma"]
+    feats = np.asarray(inception_features(load_inception(random_weights), x), np.float64)
+    assert np.allclose(written["mu"], feats.mean(axis=0), rtol=1e-12, atol=1e-12)
+    assert np.allclose(written["sigma"], np.cov(feats, rowvar=False), rtol=1e-12, atol=1e-12)
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    row = report["rows"]["samples"]
+    # against the file's statistics, not the training images' features
+    assert row["inception_fid"] == pytest.approx(
+        frechet_distance(written["mu"], written["sigma"], ref_mu, ref_sigma), rel=1e-9)
+    assert report["fid_stats"]["reference"] == str(tmp_path / "ref.npz")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"mu": np.zeros(4)}, "need arrays 'mu' and 'sigma'"),
+    ({"mu": np.zeros(4), "sigma": np.zeros((4, 3))}, r"'mu' must be \[D\] and 'sigma' \[D, D\]"),
+    ({"mu": np.zeros(2), "sigma": np.array([[1.0, 2.0], [0.0, 1.0]])}, "not symmetric"),
+    ({"mu": np.array([np.nan, 0]), "sigma": np.eye(2)}, "NaN or infinity"),
+    ({"mu": np.zeros(4), "sigma": np.eye(4)}, "statistics of 4-dimensional features"),
+    (None, "not a readable .npz"),
+])
+def test_malformed_fid_stats_are_refused_before_sampling(tmp_path: Path, random_weights: Path,
+                                                         content, message) -> None:
+    from sdm_neuro.errors import UsageError
+    from sdm_neuro.run import evaluate
+
+    path = tmp_path / "stats.npz"
+    if content is None:
+        path.write_bytes(b"not a zip")
+    else:
+        np.savez(path, **content)
+    with pytest.raises(UsageError, match=message):
+        evaluate(num=4, steps=5, sampler="ddim", inception_weights=random_weights,
+                 fid_stats=path, out=tmp_path / "e", quiet=True)
+    assert not (tmp_path / "e").exists()
+
+
+def test_fid_stats_need_inception_weights(tmp_path: Path) -> None:
+    from sdm_neuro.errors import UsageError
+    from sdm_neuro.run import evaluate
+
+    _reference_stats(tmp_path / "ref.npz", dim=8)
+    with pytest.raises(UsageError, match="add --inception-weights"):
+        evaluate(num=4, fid_stats=tmp_path / "ref.npz", out=tmp_path / "e", quiet=True)
