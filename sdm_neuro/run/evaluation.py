@@ -152,7 +152,7 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
                 from ..scaleout.tasks import SamplingSpec, float_shard, simulate_shard
 
                 spec = SamplingSpec(cfg.diffusion_steps, shape, batch, sampler, steps, seed,
-                                    device)
+                                    device, threads or 1)
                 provenance = {"job": "evaluate", "model_sha256": sha256_file(ckpt.path),
                               "weights": ckpt.weights, "threshold": or_one(threshold),
                               "integer": integer, "mode": mode,
@@ -189,9 +189,12 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
             from ..evaluation.evaluate import SAMPLES
             from ..evaluation.fid_stats import write_fid_stats
 
-            write_fid_stats(tmp / "fid_stats.npz", *inc_stats[SAMPLES])
-            source["fid_stats"] = {"reference": str(fid_stats),
-                                   "samples": "fid_stats.npz (mu, sigma; pytorch-fid's format)"}
+            written = SAMPLES in inc_stats  # (not for a single image: no covariance)
+            if written:
+                write_fid_stats(tmp / "fid_stats.npz", *inc_stats[SAMPLES])
+            source["fid_stats"] = {"reference": str(fid_stats), "samples": (
+                "fid_stats.npz (mu, sigma; pytorch-fid's format)" if written
+                else "not written: FID needs at least 2 samples")}
         save_grid(images[:100], tmp / "samples.png")
         class_histogram_png(tmp / "classes.png", report, clf.class_names)
         write_json(tmp / "report.json", report_dict(

@@ -67,7 +67,7 @@ def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
         x, scale_out = _sharded(model, ckpt, out, num=num, batch=batch, sampler=sampler,
                                 steps=steps, seed=seed, device=device, threshold=threshold,
                                 workers=workers, cluster=cluster, shard_size=shard_size,
-                                progress=not quiet)
+                                threads=threads, progress=not quiet)
     elapsed = time.perf_counter() - t0
     arr = x.numpy().astype(np.float32)
     write_npy(out / "samples.npy", arr)
@@ -87,7 +87,8 @@ def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
 
 def _sharded(model, ckpt, out: Path, *, num: int, batch: int, sampler: str, steps: int,
              seed: int, device: str, threshold: float | None, workers: int | None,
-             cluster: str | None, shard_size: int | None, progress: bool):
+             cluster: str | None, shard_size: int | None, threads: int | None,
+             progress: bool):
     """(samples, the scale-out report) of a sharded float sampling run."""
     from ..fileio import sha256_file
     from ..scaleout.sharded import sample_in_shards
@@ -95,7 +96,7 @@ def _sharded(model, ckpt, out: Path, *, num: int, batch: int, sampler: str, step
 
     cfg = ckpt.config
     spec = SamplingSpec(cfg.diffusion_steps, (cfg.img_ch, cfg.img_size, cfg.img_size), batch,
-                        sampler, steps, seed, device)
+                        sampler, steps, seed, device, threads or 1)
     provenance = {"job": "sample", "model_sha256": sha256_file(ckpt.path),
                   "weights": ckpt.weights, "config": cfg.to_dict(),
                   "threshold": or_one(threshold)}

@@ -178,7 +178,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         x_int, x_float, parts, scale_out = _sharded(
             graph_built, model, ckpt_path, opts, out, mode=mode, compare_every=compare_every,
             device=device, workers=workers, cluster=cluster, shard_size=shard_size,
-            progress=not quiet, num=num, shape=shape, **common)
+            threads=threads, progress=not quiet, num=num, shape=shape, **common)
         c = Counters.summed(p["counters"] for p in parts)
         errors = [e for p in parts for e in p["errors"]]
         agreement = {}
@@ -247,8 +247,8 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
 
 def _sharded(graph, model, ckpt_path, opts: ModelOptions, out: Path, *, mode: str,
              compare_every: int, device: str, workers: int | None, cluster: str | None,
-             shard_size: int | None, progress: bool, num: int, shape: tuple[int, ...],
-             batch_size: int, sampler: str, steps: int, seed: int):
+             shard_size: int | None, threads: int | None, progress: bool, num: int,
+             shape: tuple[int, ...], batch_size: int, sampler: str, steps: int, seed: int):
     """(integer samples, float samples or None, each shard's counters and comparisons, the
     scale-out report) of simulate's two chains run in shards. The shards live in
     ``OUT.shards`` beside the output directory, which is written whole at the end."""
@@ -257,7 +257,7 @@ def _sharded(graph, model, ckpt_path, opts: ModelOptions, out: Path, *, mode: st
     from ..scaleout.tasks import SamplingSpec, simulate_shard
 
     spec = SamplingSpec(graph.config.diffusion_steps, shape, batch_size, sampler, steps, seed,
-                        device)
+                        device, threads or 1)
     provenance = {"job": "simulate",
                   "model_sha256": sha256_file(ckpt_path) if ckpt_path else None,
                   "bundle": None if opts.bundle is None else str(opts.bundle),

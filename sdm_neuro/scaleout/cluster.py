@@ -17,8 +17,10 @@ from typing import Any
 from ..errors import UsageError
 
 # A loaded 2-core machine can take tens of seconds to start a raylet and its agents; Ray's
-# defaults then give up (issue 17: "Timed out waiting for file ... metrics_agent_port").
-RAY_SYSTEM_CONFIG = {"raylet_start_wait_time_s": 120, "worker_register_timeout_seconds": 120}
+# defaults then give up ("Timed out waiting for file ... metrics_agent_port": the raylet's wait
+# for its agent's port file, which reads agent_register_timeout_ms in recent Ray releases).
+RAY_SYSTEM_CONFIG = {"raylet_start_wait_time_s": 120, "worker_register_timeout_seconds": 120,
+                     "agent_register_timeout_ms": 120_000}
 TASK_RETRIES = 3  # a task whose worker died is run again (its shard is written only when done)
 
 
