@@ -31,11 +31,25 @@ def _peak_mb():
 """
 
 
+# Wall time of one call on ``device`` (CUDA work is asynchronous: synchronize around it).
+TIMER = """
+def _timed(device, fn, *args):
+    import time, torch
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn(*args)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+"""
+
+
 def child(code: str) -> dict:
     """Run ``code`` in a fresh interpreter; it prints one JSON line (``_peak_mb()`` gives its
-    peak memory)."""
-    r = subprocess.run([sys.executable, "-c", PEAK + code], capture_output=True, text=True,
-                       check=True)
+    peak memory, ``_timed(device, fn, *args)`` the wall time of one call)."""
+    r = subprocess.run([sys.executable, "-c", PEAK + TIMER + code], capture_output=True,
+                       text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

@@ -111,13 +111,7 @@ def integer():
     build = build_graded_graph if mapping == "graded" else build_integer_graph
     return IntegerDenoiser(build(model, calib), mode=kind, device=device)
 def timed_call(fn):
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn(x, t)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return _timed(device, fn, x, t)
 """
 
 # Peak memory of one side alone: the float model, or the integer graph without the model.

@@ -80,7 +80,7 @@ def default_model_throughput(num: int, batch: int, steps: int) -> dict:
 
 
 PAPER_CALL = """
-import json, time, torch
+import json, torch
 from sdm_neuro import PAPER_CIFAR10, SpikingUNet
 from sdm_neuro.compiler.pipeline import IntegerDenoiser, calibration_inputs
 from sdm_neuro.compiler.quantize_graded import build_graded_graph
@@ -90,15 +90,7 @@ device = {device!r}
 calib = calibration_inputs(torch.rand(16, 3, 32, 32) * 2 - 1, count=8, batch_size=8)
 den = IntegerDenoiser(build_graded_graph(model, calib), device=device)
 x, t = torch.randn(16, 3, 32, 32), torch.randint(0, 1000, (16,))
-times = []
-for _ in range(3):
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    den(x, t)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    times.append(time.perf_counter() - t0)
+times = [_timed(device, den, x, t) for _ in range(3)]
 print(json.dumps({{"seconds_per_call_batch16": sorted(times[1:])[0]}}))
 """
 
