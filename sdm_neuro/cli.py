@@ -22,6 +22,7 @@ from rich.table import Table
 from . import __version__, run
 from .compiler.pipeline import CALIBRATION
 from .errors import SdmNeuroError
+from .run.tradeoffs import DEFAULT_SAMPLERS
 
 # --- option types: a bad value stops at parse time (exit 2, argparse names the option), before
 # any file is read or any work starts
@@ -64,6 +65,16 @@ probability = _option_type("probability", float, lambda v: 0.0 < v <= 1.0,
                            "must be a number in (0, 1] (got {text})")
 
 
+def sampler_name(text: str) -> str:
+    from .diffusion.samplers import canonical_sampler
+    from .errors import UsageError
+
+    try:
+        return canonical_sampler(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _ch_mult(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
@@ -88,10 +99,11 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, *, num: int, device: bool = True) -> None:
-    from .diffusion import SAMPLERS
-
     a = p.add_argument
-    a("--sampler", choices=SAMPLERS, default="ddpm")
+    a("--sampler", type=sampler_name, default="ddpm", metavar="NAME",
+      help="ddpm (default), ddim, dpmpp1 | dpmpp2 (= dpmpp) | dpmpp3 (DPM-Solver++ of that "
+      "order), analytic (Analytic-DPM: its variance from the float model on --dataset's "
+      "training images)")
     a("--steps", type=positive_int, default=1000, help="denoising steps (default 1000)")
     a("--num", type=positive_int, default=num, help=f"number of samples (default {num})")
     a("--batch", type=positive_int, default=num, help=f"batch size (default {num})")
@@ -102,6 +114,12 @@ def _add_sampling_args(p: argparse.ArgumentParser, *, num: int, device: bool = T
           "the CPU")
 
 
+THRESHOLD_MAP_HELP = ("threshold guidance per spiking layer: a JSON file {\"layer glob\": "
+                      "threshold} (names as info --layers lists them; later entries override), "
+                      "halves:DOWN,UP (stem, down and middle blocks / up blocks) or "
+                      "depth:FIRST,LAST (linear in call order); after --threshold")
+
+
 def _add_deploy_args(p: argparse.ArgumentParser) -> None:
     """Options of the commands that quantize a model (calibrated on its training images)."""
     from .data import DATASETS
@@ -110,6 +128,7 @@ def _add_deploy_args(p: argparse.ArgumentParser) -> None:
                    help="threshold guidance: set every firing threshold to X (the thresholds are "
                         "replaced, not multiplied: for a model with threshold 1, as trained here, "
                         "this is the same as scaling them by X)")
+    p.add_argument("--threshold-map", metavar="FILE|SCHEDULE", help=THRESHOLD_MAP_HELP)
     p.add_argument("--dataset", choices=DATASETS, help="the training set (default: the "
                    "checkpoint's)")
     p.add_argument("--data-dir", type=Path)
@@ -193,6 +212,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         console = console if console.is_terminal else Console(width=160)
         console.print(res.table())
     return _print(res)
+
+
+def cmd_tradeoff(args: argparse.Namespace) -> int:
+    return _print(_job(run.tradeoff, args))
 
 
 def cmd_energy_report(args: argparse.Namespace) -> int:
@@ -279,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p, num=16)
     a("--threshold", type=positive_finite_float,
       help="threshold guidance: set every IF threshold to this value (e.g. 0.998)")
+    a("--threshold-map", metavar="FILE|SCHEDULE", help=THRESHOLD_MAP_HELP)
+    a("--dataset", choices=DATASETS, help="training set of the analytic sampler's variance "
+      "(default: the checkpoint's)")
+    a("--data-dir", type=Path)
     _add_scale_out_args(p)
     _add_output_args(p, "out/sample", force=False)
 
@@ -287,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p, num=250)
     a("--threshold", type=positive_finite_float,
       help="threshold guidance: set every IF threshold to this value")
+    a("--threshold-map", metavar="FILE|SCHEDULE", help=THRESHOLD_MAP_HELP)
     a("--samples", type=Path,
       help="score these images (.npy [N,C,H,W] in [-1,1]) instead of sampling")
     a("--integer", choices=("composed", "graded"), metavar="MAPPING",
@@ -346,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mapping", choices=("composed", "graded", "both"), default="both",
       help="Loihi 2 mapping(s) to report: composed (explicit synapse matrices), graded (shared "
            "conv kernels, graded spikes) or both side by side (default)")
-    a("--sampler", choices=("ddpm", "ddim"), help="default: ddpm, or the --stats run's")
+    a("--sampler", type=sampler_name, metavar="NAME",
+      help="the chain priced per image (as sample's --sampler; default: ddpm, or the --stats "
+      "run's)")
     a("--steps", type=positive_int, help="sampler steps, i.e. denoising calls per image "
       "(default: 1000, or the --stats run's)")
     a("--calls", type=positive_int, default=8,
@@ -355,6 +385,31 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=seed_int, default=0)
     _add_deploy_args(p)
     _add_output_args(p, "out/energy")
+
+    p, a = command("tradeoff", cmd_tradeoff, "quality against energy per image over samplers, "
+                   "threshold guidance and mappings, Pareto front (JSON + PNG)", run.tradeoff)
+    a("--samplers", default=DEFAULT_SAMPLERS, metavar="S:N,...",
+      help=f"sampler settings as SAMPLER:STEPS (samplers as sample's --sampler; default "
+      f"{DEFAULT_SAMPLERS})")
+    a("--thresholds", default="1.0", metavar="X,...",
+      help="global threshold guidance values, one setting each (default 1.0)")
+    a("--threshold-map", metavar="FILE|SCHEDULE",
+      help="one more setting: per-layer guidance (as simulate's --threshold-map)")
+    a("--mapping", default="composed", metavar="M,...",
+      help="Loihi 2 mapping(s): composed, graded or composed,graded (default composed)")
+    a("--profile", action="append", metavar="NAME|FILE.toml", help="hardware profile(s) to "
+      "price energy on, the first one plotted (repeatable; default loihi2)")
+    a("--num", type=positive_int, default=64, help="samples per setting (default 64)")
+    a("--batch", type=positive_int, default=64, help="batch size (default 64)")
+    a("--seed", type=seed_int, default=0)
+    a("--dataset", choices=DATASETS, help="default: the checkpoint's")
+    a("--data-dir", type=Path)
+    a("--calibration-images", type=positive_int, metavar="N",
+      help="training images the quantization is calibrated on (default 128)")
+    a("--classifier", type=Path, help="classifier file (default: the shipped one for digits, "
+      "else one is trained now)")
+    _add_scale_out_args(p)
+    _add_output_args(p, "out/tradeoff")
 
     p, a = command("export", cmd_export, "write an export bundle: NIR + integer parameters for "
                    "Loihi 2, or ONNX", run.export)

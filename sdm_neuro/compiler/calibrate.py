@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..ir.graded import GradedGraph
 from ..models.unet import SpikingUNet
-from .quantize_graph import PopulationStats
+from .quantize_graph import PopulationStats, threshold_unit
 
 CALIBRATION_CHUNK = 8  # images per float run: the run's memory, not the calibration set
 DECISION_MARGIN = 2.0**-10  # relative; float32 moves ranges by < 1e-6
@@ -64,7 +64,7 @@ def observe_ranges(run, inputs: Inputs, *, progress: bool = False,
 def measure(graph: GradedGraph, inputs: Inputs, dtype: torch.dtype, *,
             progress: bool = False) -> Stats:
     """Ranges of the float graded ``graph``'s run on ``inputs``: per population
-    :class:`PopulationStats` (in thresholds; the bias over every t, not only the calibration
+    :class:`PopulationStats` (in threshold units; the bias over every t, not only the calibration
     ones), per relay the largest |payload part| (float units)."""
     from ..simulators.graded_float import run_float_graded
 
@@ -85,8 +85,8 @@ def measure(graph: GradedGraph, inputs: Inputs, dtype: torch.dtype, *,
         if pop.temb_block is not None:
             full = pop.bias.abs().max() + tables[pop.temb_block].abs().max().double()
             bias = max(bias, float(full))
-        th = pop.threshold
-        out[pop.name] = PopulationStats(v_max / th, v_min / th, drive / th, bias / th)
+        u = threshold_unit(pop.threshold)
+        out[pop.name] = PopulationStats(v_max / u, v_min / u, drive / u, bias / u)
     return out
 
 

@@ -1,10 +1,11 @@
 """Calibration and quantization of a graded graph to Loihi 2 / Lava fixed point.
 
-Units. Every scale is the common threshold times a power of two, so identities between units are
-exact shifts (weight 1, ``weight_exp`` k: ``floor(payload * 2**k)``):
+Units. Every scale is a power of two, so identities between units are exact shifts (weight 1,
+``weight_exp`` k: ``floor(payload * 2**k)``), whatever each population's threshold:
 
-* an IF population: membrane LSB ``q = threshold / (64 vth)``, ``vth`` a power of two chosen as
-  in the composed quantizer (:func:`~sdm_neuro.compiler.quantize_graph.choose_neuron`), with every
+* an IF population: membrane LSB ``q = unit / (64 V)`` and ``vth`` (carrying the threshold's
+  fraction) as in the composed quantizer
+  (:func:`~sdm_neuro.compiler.quantize_graph.choose_neuron`), with every
   incoming identity from a relay of scale r counted as a weight of 254 r (so its exponent
   ``log2(r / 64 q)`` stays <= 7);
 * a relay: payload LSB ``r``, the finest that gives every incoming conv its 8-bit weight
@@ -39,14 +40,14 @@ from .quantize_graph import MARGIN, NeuronChoice, choose_neuron, quantize_weight
 PAYLOAD_BITS = 24  # Loihi 2's graded payload as Lava and Intel's code use it (reference, sec. 5)
 
 
-def _pow2(x: float, th: float, up: bool) -> float:
-    """``th * 2**k`` nearest to ``x`` from above (``up``) or below."""
-    k = math.log2(x / th)
-    return th * 2.0 ** (math.ceil(k) if up else math.floor(k))
+def _pow2(x: float, up: bool) -> float:
+    """The power of two nearest to ``x`` from above (``up``) or below."""
+    k = math.log2(x)
+    return 2.0 ** (math.ceil(k) if up else math.floor(k))
 
 
 def _shift(src_scale: float, dst_unit: float, where: str) -> int:
-    """The exponent k of an identity: ``2**k = src_scale / dst_unit`` (both th * 2**m)."""
+    """The exponent k of an identity: ``2**k = src_scale / dst_unit`` (both powers of two)."""
     k = round(math.log2(src_scale / dst_unit))
     if not WEIGHT_EXP_MIN <= k <= WEIGHT_EXP_MAX:
         raise ConfigError(f"{where}: identity needs weight_exp {k}, outside "
@@ -62,11 +63,6 @@ def graded_choices(graph: GradedGraph, stats: Stats, payload_bits: int = PAYLOAD
     if any(c.gain for c in graph.connections):
         raise ConfigError("the graded mapping cannot quantize TSM convs (per-step gains on a "
                           "shared kernel); use --mapping composed.")
-    thresholds = {p.threshold for p in graph.populations}
-    if len(thresholds) != 1:
-        raise ConfigError("the graded mapping needs one threshold for every IF layer (its units "
-                          f"are that threshold times powers of two); got {sorted(thresholds)}.")
-    th = thresholds.pop()
     payload_max = (1 << (payload_bits - 1)) - 1
     scale: dict[str, float] = {}          # relay -> float units of one payload LSB
 
@@ -89,8 +85,8 @@ def graded_choices(graph: GradedGraph, stats: Stats, payload_bits: int = PAYLOAD
         # (its finer bits floor away) and never refines it: refining by every input would make
         # units finer at each block until payloads overflow.
         natural = [float(c.weight.abs().max()) * unit[c.src] / WEIGHT_MAX for c in convs]
-        natural = [u for u in natural if u > 0] or [min(unit.values(), default=th)]
-        r = _pow2(min(natural), th, up=False)
+        natural = [u for u in natural if u > 0] or [min(unit.values(), default=1.0)]
+        r = _pow2(min(natural), up=False)
         # Coarser when: a conv would need an exponent above 7; the calibrated range would not
         # fit the payload width; or a relay reading it through an identity would need a shift
         # below -8 (finer bits it could never use).
@@ -98,7 +94,7 @@ def graded_choices(graph: GradedGraph, stats: Stats, payload_bits: int = PAYLOAD
                       + [relay_unit(c.dst) * 2.0**WEIGHT_EXP_MIN for c in graph.outputs(name)
                          if c.kind == "identity" and graph.is_relay(c.dst)])
         if r < floor_r:
-            r = _pow2(floor_r, th, up=True)
+            r = _pow2(floor_r, up=True)
         scale[name] = r
         return r
 

@@ -2,9 +2,13 @@
 
 Per population (one LIF process, so one ``vth``): the membrane LSB ``q`` (float units) is set so
 that the largest membrane value and input current seen in calibration, with a margin, fit the
-24-bit ``v`` and ``u``: ``vth = (2**23 - 1) / (64 R)`` with R the range in thresholds, and
-``q = threshold / (64 vth)`` (the threshold compare is ``v > vth << 6``), vth rounded down to
-a power of two.
+24-bit ``v`` and ``u``: ``V = (2**23 - 1) / (64 R)`` with R the range in membrane units, rounded
+down to a power of two, and ``q = unit / (64 V)`` (the threshold compare is ``v > vth << 6``),
+where ``unit`` is the power of two nearest the threshold. The threshold itself is
+``vth = round(V * threshold / unit)``: a threshold of 1 (or any power of two) is ``vth = V``,
+and threshold guidance (0.998, a per-layer map) moves ``vth`` alone, at a resolution of 1 / V
+of the threshold, while every weight and bias stays the integer it is at threshold 1. (Scaling
+``q`` with the threshold instead would move 8-bit weights by 0.2%, under half an LSB for most.)
 Per projection (one ``weight_exp``): 8-bit weights, even integers in [-256, 254] so Lava's
 truncation is a no-op; ``W ~= W_int * 64 * 2**exp * q`` (the LIF adds ``a_in << 6``), with the
 smallest exponent that fits the largest weight. Per population ``bias_exp`` fits the largest bias
@@ -28,9 +32,18 @@ from ..ir.graph import DeployGraph, NeuronParams
 MARGIN = 1.25  # headroom over the calibrated ranges (a quantization choice, not a format limit)
 
 
+def threshold_unit(threshold: float) -> float:
+    """The membrane unit of a population: the power of two nearest its threshold. Ranges are
+    measured in it and its LSB is a power of two fraction of it, so neither moves with threshold
+    guidance (a threshold within a factor sqrt(2) of it)."""
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise ConfigError(f"a threshold must be a finite number > 0 (got {threshold}).")
+    return 2.0 ** round(math.log2(threshold))
+
+
 @dataclass(frozen=True)
 class PopulationStats:
-    """Float calibration statistics of one population, in units of its threshold."""
+    """Float calibration statistics of one population, in its :func:`threshold_unit`."""
 
     v_max: float        # largest membrane value before the threshold test
     v_min: float
@@ -84,29 +97,40 @@ class NeuronChoice:
 
 def choose_neuron(name: str, threshold: float, st: PopulationStats, wmaxes: list[float]
                   ) -> NeuronChoice:
-    """``vth`` (a power of two), ``q`` and ``bias_exp`` of one population whose incoming weights
-    have the float magnitudes ``wmaxes`` (each must fit 254 << 7 membrane LSBs)."""
-    th = threshold
+    """``vth``, ``q`` and ``bias_exp`` of one population whose incoming weights have the float
+    magnitudes ``wmaxes`` (each must fit 254 << 7 membrane LSBs); ``st`` in its unit.
+
+    Everything but ``vth`` follows from the ranges and the unit alone, so threshold guidance
+    within the unit leaves every integer weight and bias as it is. The range's ``1.0 +`` is the
+    unit standing for the threshold (v reaches threshold + drive before it fires): guidance up
+    to the MARGIN above the unit fits the membrane still."""
+    try:
+        unit = threshold_unit(threshold)
+    except ConfigError as e:
+        raise ConfigError(f"population {name}: {e}") from None
+    frac = threshold / unit  # in [0.71, 1.42): what vth carries
     rng = max(1.0 + st.drive_max, st.v_max, -st.v_min, st.drive_max) * MARGIN
-    vth = min(VTH_MAX, math.floor(V_MAX / ((1 << VTH_SHIFT) * rng)))
-    # The largest weight must fit 254 * 64 * 2**7 membrane LSBs: bounds vth from above.
+    # (vth = V * frac stays under VTH_MAX: V <= 2**16 once a power of two, frac < 1.42)
+    vu = min(VTH_MAX, math.floor(V_MAX / ((1 << VTH_SHIFT) * rng)))
+    # The largest weight must fit 254 * 64 * 2**7 membrane LSBs: bounds V from above.
     for wmax in wmaxes:
         if wmax > 0:
-            vth = min(vth, math.floor(th * WEIGHT_MAX * 2 ** WEIGHT_EXP_RANGE[1] / wmax))
+            vu = min(vu, math.floor(unit * WEIGHT_MAX * 2 ** WEIGHT_EXP_RANGE[1] / wmax))
     # The bias (13-bit mantissa << at most 7) is the tightest range on Loihi: the largest
-    # bias current must fit 4095 << 7 membrane LSBs, which also bounds vth.
+    # bias current must fit 4095 << 7 membrane LSBs, which also bounds V.
     if st.bias_max > 0:
-        vth = min(vth, math.floor(BIAS_MAX * 2**BIAS_EXP_MAX
-                                  / ((1 << VTH_SHIFT) * st.bias_max)))
-    # A power of two: every population's membrane LSB is then threshold * 2**-k, so equal
-    # float weights reaching different populations (the identity residual path) quantize
-    # to equal integers, which the simulator computes once. Costs < 1 bit of v resolution.
-    vth = 2 ** math.floor(math.log2(vth)) if vth >= 1 else 0
-    if vth < 1:
+        vu = min(vu, math.floor(BIAS_MAX * 2**BIAS_EXP_MAX
+                                / ((1 << VTH_SHIFT) * st.bias_max)))
+    # A power of two: every population's membrane LSB is then 2**-k, so equal float weights
+    # reaching different populations (the identity residual path) quantize to equal integers,
+    # which the simulator computes once, whatever their thresholds. Costs < 1 bit of v.
+    vu = 2 ** math.floor(math.log2(vu)) if vu >= 1 else 0
+    if vu < 1:
         raise ConfigError(f"population {name}: weights too large for 8-bit weights "
                           f"with weight_exp <= {WEIGHT_EXP_RANGE[1]}.")
-    q = th / ((1 << VTH_SHIFT) * vth)
-    bias_lsb = st.bias_max * th / q
+    q = unit / ((1 << VTH_SHIFT) * vu)
+    vth = max(1, round(vu * frac))
+    bias_lsb = st.bias_max * unit / q
     bias_exp = min(BIAS_EXP_MAX, max(0, math.ceil(math.log2(max(bias_lsb, 1) / BIAS_MAX))))
     return NeuronChoice(vth, q, bias_exp, rng, bias_lsb > BIAS_MAX * 2**BIAS_EXP_MAX)
 

@@ -7,6 +7,10 @@
 * DDIM, eta = 0: the reference step list ``[max(int(T-1-(T/S)*i), 0) for i < S]``; each step
   clamps x0; the final update lands on ``abar[0]`` and the result is returned unclamped, as the
   reference does.
+* DPM-Solver++ (``dpmpp1``, ``dpmpp2``, ``dpmpp3``: multistep, orders 1-3) on the DDIM steps,
+  ending on the clean image: :mod:`.dpm_solver`.
+* Analytic-DPM (``analytic``): the DDPM chain with the optimal variance from the model's eps
+  moments: :mod:`.analytic`.
 
 Noise is drawn per sample from its own generator seeded with ``(seed, sample index)``, so sample
 i with seed s gets the same noise whatever the batch size or batch split.
@@ -14,7 +18,7 @@ i with seed s gets the same noise whatever the batch size or batch split.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,8 +28,18 @@ from ..errors import UsageError
 from .schedule import LinearSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SamplerName = Literal["ddpm", "ddim"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
+SamplerName = Literal["ddpm", "ddim", "dpmpp1", "dpmpp2", "dpmpp3", "analytic"]
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp1", "dpmpp2", "dpmpp3", "analytic")
+ALIASES = {"dpmpp": "dpmpp2"}  # the solver's usual order for unconditional sampling
+
+
+def canonical_sampler(name: str) -> str:
+    """A sampler name as recorded in reports (``dpmpp`` is ``dpmpp2``), or a UsageError."""
+    name = ALIASES.get(name, name)
+    if name not in SAMPLERS:
+        raise UsageError(f"unknown sampler '{name}' (choose from "
+                         f"{', '.join((*SAMPLERS, *ALIASES))}).")
+    return name
 
 
 def on_device(model: torch.nn.Module, device: torch.device) -> Denoiser:
@@ -91,13 +105,17 @@ def sample(model: Denoiser, schedule: LinearSchedule, shape: Sequence[int], *,
            sampler: SamplerName = "ddpm", steps: int = 1000, seed: int = 0,
            indices: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
            progress: Callable[[Sequence[SamplerStep]], Iterable[SamplerStep]] | None = None,
-           ) -> torch.Tensor:
+           moments: Mapping[int, float] | None = None) -> torch.Tensor:
     """Run the reverse process for a batch ``shape = [B, C, H, W]``; returns x0 (float32).
 
     ``indices`` are the global sample numbers of the batch rows (default 0..B-1): they select
     the per-sample noise streams. ``x_T`` replaces the initial noise (it must then be given for
-    every row). ``progress`` wraps the list of steps (e.g. in a tqdm bar).
+    every row). ``progress`` wraps the list of steps (e.g. in a tqdm bar). ``moments``: the
+    analytic sampler's eps moments per step (:func:`~.analytic.eps_moments`).
     """
+    from .analytic import analytic_variance, check_moments
+    from .dpm_solver import DpmSolverPP
+
     if sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)}).")
     batch = shape[0]
@@ -107,18 +125,30 @@ def sample(model: Denoiser, schedule: LinearSchedule, shape: Sequence[int], *,
     noise = NoiseSource(seed, indices)
     x = noise.randn(shape[1:]) if x_T is None else x_T.clone().float()
     calls = model_call_steps(sampler, schedule.num_steps, steps)
-    last = 0 if sampler == "ddim" else -1  # DDIM lands on abar[0]; DDPM returns x0
+    last = 0 if sampler == "ddim" else -1  # DDIM lands on abar[0]; the others return x0
+    if sampler == "analytic":
+        try:
+            moments = check_moments(moments, calls)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     chain = [SamplerStep(i, t, calls[i + 1] if i + 1 < len(calls) else last)
              for i, t in enumerate(calls)]
     iterator: Iterable[SamplerStep] = chain if progress is None else progress(chain)
     abar = schedule.alphas_bar
     betas = schedule.betas
+    solver = (DpmSolverPP(int(sampler[-1]), abar, len(calls)) if sampler.startswith("dpmpp")
+              else None)
     for step in iterator:
         t = torch.full((batch,), step.t, dtype=torch.long)
         with torch.no_grad():
             eps = model(x, t)
         if sampler == "ddim":
             x = _ddim_update(x, eps, abar, step)
+        elif solver is not None:
+            x = solver.step(x, eps, step.index, step.t, step.t_prev)
+        elif sampler == "analytic" and step.t_prev >= 0:
+            var = analytic_variance(abar, step.t, step.t_prev, moments[step.t])
+            x = _ddpm_update(x, eps, abar, betas, step, noise, variance=var)
         else:
             x = _ddpm_update(x, eps, abar, betas, step, noise)
     return x
@@ -135,7 +165,8 @@ def _ddim_update(x: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor,
 
 
 def _ddpm_update(x: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor, betas: torch.Tensor,
-                 step: SamplerStep, noise: NoiseSource) -> torch.Tensor:
+                 step: SamplerStep, noise: NoiseSource, variance: float | None = None
+                 ) -> torch.Tensor:
     t = step.t
     if step.t_prev < 0:
         # Last call: return the clamped x0 prediction (reference: t == 0 branch).
@@ -152,14 +183,15 @@ def _ddpm_update(x: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor, betas: 
     coef2 = torch.sqrt(1.0 - beta) * (1.0 - abar_s) / (1.0 - abar_t)
     mean = _coef(coef1) * x0 + _coef(coef2) * x
     # "fixedlarge" variance: beta itself (the reference's posterior_var[1] entry only sits at
-    # t = 0, which never reaches this branch).
-    std = torch.exp(0.5 * _coef(torch.log(beta)))
+    # t = 0, which never reaches this branch); Analytic-DPM passes its own.
+    var = beta if variance is None else torch.tensor(variance, dtype=torch.float64)
+    std = torch.exp(0.5 * _coef(torch.log(var)))
     return mean + std * noise.randn(x.shape[1:])
 
 
 def generate(model: Denoiser, schedule: LinearSchedule, num: int, image_shape: Sequence[int], *,
              batch_size: int = 16, sampler: SamplerName = "ddpm", steps: int = 1000, seed: int = 0,
-             progress: bool = True) -> torch.Tensor:
+             progress: bool = True, moments: Mapping[int, float] | None = None) -> torch.Tensor:
     """Sample ``num`` images in batches of ``batch_size`` with one progress bar over all
     denoiser calls. Sample i is the same for any ``batch_size`` (see :class:`NoiseSource`)."""
     from tqdm.auto import tqdm
@@ -181,5 +213,6 @@ def generate(model: Denoiser, schedule: LinearSchedule, num: int, image_shape: S
         for start in starts:
             idx = list(range(start, min(start + batch_size, num)))
             out.append(sample(model, schedule, [len(idx), *image_shape], sampler=sampler,
-                              steps=steps, seed=seed, indices=idx, progress=advance))
+                              steps=steps, seed=seed, indices=idx, progress=advance,
+                              moments=moments))
     return torch.cat(out)

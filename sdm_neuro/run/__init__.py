@@ -13,8 +13,8 @@ Modules: ``outputs`` (output-location checks), ``checkpoints`` (which model a jo
 deployment, shared option helpers), ``feedforward`` (NIR graphs / feed-forward bundles: input,
 float vs integer run), ``summary`` (info, profiles), ``sampling`` (sample), ``evaluation``
 (evaluate), ``simulation`` (simulate, and simulate.json's writer and reader), ``energy``
-(energy_report), ``exports`` (export, manifests, the constraint policy), ``training`` (train,
-train_classifier).
+(energy_report), ``exports`` (export, manifests, the constraint policy), ``tradeoffs``
+(tradeoff: quality against energy per image), ``training`` (train, train_classifier).
 """
 
 from ..training import TrainResult
@@ -29,13 +29,14 @@ from .simulation import (
     read_simulate_report,
     simulate,
 )
+from .tradeoffs import TradeoffResult, tradeoff
 from .summary import InfoResult, ProfilesResult, info, model_summary, profiles
 from .training import TrainClassifierResult, train, train_classifier
 
 __all__ = [
     "OUTPUTS", "EnergyReportResult", "EvaluateResult", "ExportResult",
     "FeedForwardSimulateResult", "InfoResult", "ProfilesResult", "SampleResult",
-    "SimulateResult", "TrainClassifierResult", "TrainResult", "check_outputs", "energy_report",
-    "evaluate", "export", "info", "model_summary", "profiles", "read_simulate_report", "sample",
-    "simulate", "train", "train_classifier",
+    "SimulateResult", "TradeoffResult", "TrainClassifierResult", "TrainResult",
+    "check_outputs", "energy_report", "evaluate", "export", "info", "model_summary", "profiles",
+    "read_simulate_report", "sample", "simulate", "tradeoff", "train", "train_classifier",
 ]

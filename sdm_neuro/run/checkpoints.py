@@ -43,6 +43,38 @@ def check_steps(sampler: str, steps: int, diffusion_steps: int) -> None:
     model_call_steps(sampler, diffusion_steps, steps)
 
 
+MOMENT_IMAGES = 100  # training images the analytic sampler's eps moments average over (one call)
+
+
+def sampler_moments(sampler: str, steps: int, model, config, dataset: str | None,
+                    data_dir: Path | None, *, progress: bool) -> dict[int, float] | None:
+    """The analytic sampler's eps moments (None for the other samplers): the float ``model`` on
+    the first :data:`MOMENT_IMAGES` training images of ``dataset``, noised at every step of the
+    chain. The integer simulator samples with the float model's moments: the variance is a
+    property of the sampler, estimated once, like the schedule."""
+    if sampler != "analytic":
+        return None
+    from tqdm.auto import tqdm
+
+    from ..data import load_dataset
+    from ..diffusion import LinearSchedule, model_call_steps
+    from ..diffusion.analytic import eps_moments
+
+    if model is None:
+        raise UsageError("--sampler analytic estimates its variance with the float model; give "
+                         "the checkpoint.")
+    if dataset is None:
+        raise UsageError("--sampler analytic estimates its variance on the training images; "
+                         "pass --dataset.")
+    images = load_dataset(dataset, split="train", data_dir=data_dir,
+                          img_size=config.img_size).images[:MOMENT_IMAGES]
+    chain = model_call_steps(sampler, config.diffusion_steps, steps)[:-1]
+    return eps_moments(model, LinearSchedule(num_steps=config.diffusion_steps), chain, images,
+                       batch=MOMENT_IMAGES,
+                       progress=lambda ts: tqdm(ts, desc="analytic variance", unit="step",
+                                                disable=not progress, dynamic_ncols=True))
+
+
 def float_denoiser(model, device: str):
     from ..diffusion import on_device
     from ..training import resolve_device
@@ -54,8 +86,9 @@ def float_denoiser(model, device: str):
 class ModelOptions:
     """The model a job runs: ``checkpoint`` (None: the shipped default model) read with
     ``weights`` / ``snn_steps`` / ``img_size``, or the network of an export ``bundle``; for a
-    deployment, ``threshold_scale``, the training set (``dataset``, ``data_dir``) that
-    calibrates the quantization, the calibration ``seed`` and its number of images."""
+    deployment, ``threshold_scale`` and ``threshold_map`` (per layer, after the global scale),
+    the training set (``dataset``, ``data_dir``) that calibrates the quantization, the
+    calibration ``seed`` and its number of images."""
 
     checkpoint: Path | None = None
     weights: str = "auto"
@@ -69,6 +102,7 @@ class ModelOptions:
     notify: Notify | None = None
     calibration_images: int | None = None  # None: the compiler's default
     progress: bool = False  # a progress bar over the calibration's float run
+    threshold_map: Any = None  # a sdm_neuro.models.thresholds.ThresholdMap
     # The job's calibrations, one per model: both mappings of a model share its float run.
     _calibrations: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -77,6 +111,9 @@ class ModelOptions:
         if self.calibration_images is not None and self.bundle is not None:
             raise UsageError("--calibration-images: a bundle's quantization was fixed at export; "
                              "export again with --calibration-images.")
+        if self.threshold_map is not None and self.is_nir:
+            raise UsageError(f"{self.checkpoint}: --threshold-map names U-Net layers; a NIR "
+                             "graph takes --threshold-scale.")
         if self.calibration_images is not None and self.is_nir:
             raise UsageError(f"{self.checkpoint}: --calibration-images calibrates a U-Net "
                              "checkpoint; a NIR graph is calibrated on --input (or --num random "
@@ -111,11 +148,34 @@ class ModelOptions:
         return self.checkpoint is not None and self.checkpoint.suffix == ".nir"
 
 
-def apply_threshold_scale(options: Any, model) -> None:
+def apply_thresholds(options: Any, model) -> None:
     """``options.threshold_scale`` (a finite value > 0, or None: the model's own) sets every
-    firing threshold of ``model``."""
+    firing threshold of ``model``, then ``options.threshold_map`` (if any) those it names."""
+    from ..models.thresholds import apply_threshold_map
+
     if options.threshold_scale is not None:
         model.set_threshold(options.threshold_scale)
+    if getattr(options, "threshold_map", None) is not None:
+        apply_threshold_map(model, options.threshold_map)
+
+
+def threshold_map_option(value: Any):
+    """``--threshold-map`` (a JSON file or ``halves:A,B`` / ``depth:A,B``) as a ThresholdMap."""
+    from ..models.thresholds import ThresholdMap, parse_threshold_map
+
+    if value is None or isinstance(value, ThresholdMap):
+        return value
+    return parse_threshold_map(str(value))
+
+
+def thresholds_record(options: Any, graph) -> dict[str, Any]:
+    """What reports and manifests record of the thresholds: the global scale, and with a map,
+    the map and every population's threshold in ``graph``."""
+    out: dict[str, Any] = {"threshold_scale": or_one(options.threshold_scale)}
+    if getattr(options, "threshold_map", None) is not None:
+        out["threshold_map"] = options.threshold_map.to_dict()
+        out["thresholds"] = {p.name: p.threshold for p in graph.populations}
+    return out
 
 
 def load(options: ModelOptions):
@@ -158,7 +218,7 @@ def deploy(options: ModelOptions, sampling: tuple[str, int] | None = None,
     model, ckpt = load(options)
     if sampling is not None:
         check_steps(*sampling, ckpt.config.diffusion_steps)
-    apply_threshold_scale(options, model)
+    apply_thresholds(options, model)
     dataset = options.dataset or ckpt.meta.get("dataset")
     if dataset is None:
         raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was trained "
@@ -178,9 +238,9 @@ def from_bundle(options: ModelOptions):
     from ..export.bundle import bundle_format, read_bundle
     from ..export.graded_bundle import GRADED_BUNDLE_FORMAT, read_graded_bundle
 
-    if options.threshold_scale is not None:
-        raise UsageError("--threshold-scale: a bundle's thresholds were fixed at export; "
-                         "export again with --threshold-scale.")
+    if options.threshold_scale is not None or options.threshold_map is not None:
+        raise UsageError("--threshold-scale / --threshold-map: a bundle's thresholds were fixed "
+                         "at export; export again with them.")
     graded = bundle_format(options.bundle) == GRADED_BUNDLE_FORMAT
     graph, manifest = (read_graded_bundle if graded else read_bundle)(options.bundle)
     src = manifest.get("checkpoint") or {}
@@ -192,9 +252,13 @@ def from_bundle(options: ModelOptions):
     if path is not None:
         model, _ = load_model(path, weights=options.weights, snn_steps=graph.config.snn_steps,
                               img_size=graph.config.img_size)
-        scale = (manifest.get("quantization") or {}).get("threshold_scale", 1.0)
-        if scale != 1.0:
-            model.set_threshold(scale)
+        quant = manifest.get("quantization") or {}
+        if quant.get("threshold_scale", 1.0) != 1.0:
+            model.set_threshold(quant["threshold_scale"])
+        neurons = dict(model.neurons())
+        for name, value in (quant.get("thresholds") or {}).items():
+            if name in neurons:  # (per layer, as exported with --threshold-map)
+                neurons[name].threshold = float(value)
     else:
         options.note(f"{options.bundle}: its checkpoint is not available; simulating without "
                      "the float comparison.")

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import UsageError
+from .checkpoints import threshold_map_option
 from .checkpoints import ModelOptions, Notify, as_path, check_steps, deploy, from_bundle
 from .checkpoints import set_threads
 from .outputs import check_outputs
@@ -35,7 +36,8 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
                   profile: Sequence[str | Path] | None = None, bundle: str | Path | None = None,
                   stats: str | Path | None = None, sampler: str | None = None,
                   steps: int | None = None, calls: int = 8, batch: int = 16, seed: int = 0,
-                  threshold_scale: float | None = None, dataset: str | None = None,
+                  threshold_scale: float | None = None,
+                  threshold_map: str | Path | None = None, dataset: str | None = None,
                   data_dir: str | Path | None = None, threads: int | None = None,
                   out: str | Path = "out/energy", force: bool = False, quiet: bool = False,
                   mapping: str = "both", calibration_images: int | None = None,
@@ -71,7 +73,8 @@ def energy_report(checkpoint: str | Path | None = None, *, weights: str = "auto"
     integer_device(device)  # before any work
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, as_path(bundle), notify,
-                        calibration_images, progress=not quiet)
+                        calibration_images, progress=not quiet,
+                        threshold_map=threshold_map_option(threshold_map))
     set_threads(threads)
     if opts.is_nir:
         raise UsageError(f"{opts.checkpoint}: energy-report covers U-Net denoisers; for a NIR "

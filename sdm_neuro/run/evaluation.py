@@ -11,7 +11,8 @@ from typing import Any
 from .. import __version__
 from ..errors import UsageError
 from .checkpoints import ModelOptions, Notify, as_path, check_steps, float_denoiser, load
-from .checkpoints import or_one, set_threads
+from .checkpoints import apply_thresholds, or_one, sampler_moments, set_threads
+from .checkpoints import threshold_map_option
 from .outputs import check_outputs
 
 
@@ -38,6 +39,7 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              snn_steps: int | None = None, img_size: int | None = None, sampler: str = "ddpm",
              steps: int = 1000, num: int = 250, batch: int = 250, seed: int = 0,
              device: str = "cpu", threshold: float | None = None,
+             threshold_map: str | Path | None = None,
              samples: str | Path | None = None, integer: str | None = None,
              mode: str | None = None, calibration_images: int | None = None,
              dataset: str | None = None,
@@ -123,16 +125,16 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         else:
             opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold,
                                 dataset, data_dir, seed, None, notify, calibration_images,
-                                progress=not quiet)
+                                progress=not quiet,
+                                threshold_map=threshold_map_option(threshold_map))
             if integer is not None:
                 mode = mode or "ideal"
-                denoiser, ckpt, graph = _integer_denoiser(opts, sampler, steps, integer, mode,
-                                                          device)
+                denoiser, ckpt, graph, model = _integer_denoiser(opts, sampler, steps, integer,
+                                                                 mode, device)
                 dataset = dataset or ckpt.meta.get("dataset")
             else:
                 model, ckpt = load(opts)
-                if threshold is not None:
-                    model.set_threshold(threshold)
+                apply_thresholds(opts, model)
                 denoiser = float_denoiser(model, device)
                 dataset = dataset or ckpt.meta.get("dataset")
             cfg = ckpt.config
@@ -141,20 +143,23 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
                 raise UsageError(f"{ckpt.path}: the checkpoint does not say which dataset it was "
                                  "trained on; pass --dataset.")
             shape = (cfg.img_ch, cfg.img_size, cfg.img_size)
+            moments = sampler_moments(sampler, steps, model, cfg, dataset, as_path(data_dir),
+                                      progress=not quiet)
             scale_out = None
             if not sharded:
                 images = generate(denoiser, LinearSchedule(num_steps=cfg.diffusion_steps), num,
                                   shape, batch_size=batch, sampler=sampler, steps=steps,
-                                  seed=seed, progress=not quiet)
+                                  seed=seed, progress=not quiet, moments=moments)
             else:
                 from ..fileio import sha256_file
                 from ..scaleout.sharded import sample_in_shards
                 from ..scaleout.tasks import SamplingSpec, float_shard, simulate_shard
 
                 spec = SamplingSpec(cfg.diffusion_steps, shape, batch, sampler, steps, seed,
-                                    device, threads or 1)
+                                    device, threads or 1, tuple(sorted((moments or {}).items())))
                 provenance = {"job": "evaluate", "model_sha256": sha256_file(ckpt.path),
                               "weights": ckpt.weights, "threshold": or_one(threshold),
+                              "thresholds": {n: m.threshold for n, m in model.neurons()},
                               "integer": integer, "mode": mode,
                               "calibration_images": opts.calibration_count if integer else None}
                 fn, shared, key = ((simulate_shard, (graph, None, mode, 10), "integer")
@@ -207,10 +212,11 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
 def _integer_denoiser(opts: ModelOptions, sampler: str, steps: int, mapping: str, mode: str,
                       device: str):
     """(the integer denoiser of ``opts``'s model, quantized as ``simulate`` does; its
-    checkpoint; the quantized graph before any scheduling, which shards build theirs from)."""
+    checkpoint; the quantized graph before any scheduling, which shards build theirs from; the
+    float model)."""
     from ..compiler.pipeline import IntegerDenoiser
     from ..training import resolve_device
     from .checkpoints import deploy
 
-    _, ckpt, _, _, graph = deploy(opts, (sampler, steps), mapping=mapping)
-    return IntegerDenoiser(graph, mode=mode, device=resolve_device(device)), ckpt, graph
+    model, ckpt, _, _, graph = deploy(opts, (sampler, steps), mapping=mapping)
+    return IntegerDenoiser(graph, mode=mode, device=resolve_device(device)), ckpt, graph, model

@@ -12,7 +12,9 @@ from typing import Any
 from .. import __version__
 from ..errors import ExportError, UsageError
 from ..fileio import sha256_file
-from .checkpoints import ModelOptions, Notify, apply_threshold_scale, as_path, deploy, load
+from .checkpoints import threshold_map_option
+from .checkpoints import ModelOptions, Notify, apply_thresholds, as_path, deploy, load
+from .checkpoints import thresholds_record
 from .checkpoints import check_mapping, or_one, set_threads
 from .outputs import check_outputs
 
@@ -80,7 +82,8 @@ def comparison_lines(comparison: dict[str, dict], profile: str, mapping: str) ->
 def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
            snn_steps: int | None = None, img_size: int | None = None, target: str = "loihi2",
            profile: str | None = None, allow_violations: bool = False,
-           threshold_scale: float | None = None, dataset: str | None = None,
+           threshold_scale: float | None = None,
+           threshold_map: str | Path | None = None, dataset: str | None = None,
            data_dir: str | Path | None = None, seed: int = 0, input: str | Path | None = None,
            time_steps: int = 32, rate: float = 0.2, dt: float | None = None, num: int = 16,
            mapping: str = "composed", calibration_images: int | None = None,
@@ -108,7 +111,8 @@ def export(checkpoint: str | Path | None = None, *, weights: str = "auto",
     check_outputs("export", out=out, force=force)
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, None, notify, calibration_images,
-                        progress=not quiet)
+                        progress=not quiet,
+                        threshold_map=threshold_map_option(threshold_map))
     set_threads(threads)
     if mapping == "graded" and (opts.is_nir or target == "onnx"):
         raise UsageError(f"--mapping graded maps a U-Net denoiser to Loihi 2 (target loihi2 or "
@@ -207,7 +211,7 @@ def _export_onnx(opts: ModelOptions, target: str, out: Path, force: bool) -> Exp
     from ..fileio import atomic_dir, write_json
 
     model, ckpt = load(opts)
-    apply_threshold_scale(opts, model)
+    apply_thresholds(opts, model)
     with atomic_dir(out, force=force) as tmp:
         onnx_path = export_onnx(model, tmp / "denoiser.onnx")
         chk = check_onnx(model, onnx_path, seed=opts.seed)
@@ -232,7 +236,7 @@ def _manifest_head(target: str, ckpt, dataset: str, graph) -> dict[str, Any]:
 def _quantization_head(dataset: str, opts: ModelOptions, graph) -> dict:
     from ..compiler.pipeline import CALIBRATION
 
-    return {"threshold_scale": or_one(opts.threshold_scale),
+    return {**thresholds_record(opts, graph),
             "calibration": {"dataset": dataset, "seed": opts.seed,
                             "images": opts.calibration_count,
                             "batch_size": CALIBRATION["batch_size"],

@@ -16,6 +16,7 @@ OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "simulate": (("out", "bundle"),),
     "energy-report": (("out", "bundle"),),
     "export": (("out", "bundle"),),
+    "tradeoff": (("out", "bundle"),),
     "train": (("out", "file"), ("release", "file")),
     "train-classifier": (("out", "file"),),
 }

@@ -15,7 +15,9 @@ from .. import __version__
 from ..energy.activity import Activity
 from ..errors import UsageError
 from ..fileio import sha256_file
-from .checkpoints import ModelOptions, Notify, as_path, check_steps, deploy, from_bundle, or_one
+from .checkpoints import threshold_map_option
+from .checkpoints import ModelOptions, Notify, as_path, check_steps, deploy, from_bundle
+from .checkpoints import sampler_moments, thresholds_record
 from .checkpoints import set_threads
 from .outputs import check_outputs
 
@@ -109,6 +111,7 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
              compare_every: int = 10, calibration_images: int | None = None,
              device: str = "cpu", input: str | Path | None = None, time_steps: int = 32,
              rate: float = 0.2, dt: float | None = None, threshold_scale: float | None = None,
+             threshold_map: str | Path | None = None,
              dataset: str | None = None, data_dir: str | Path | None = None,
              threads: int | None = None, workers: int | None = None,
              cluster: str | None = None, shard_size: int | None = None,
@@ -136,7 +139,8 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     integer_device(device)  # before any work
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, threshold_scale,
                         dataset, as_path(data_dir), seed, as_path(bundle), notify,
-                        calibration_images, progress=not quiet)
+                        calibration_images, progress=not quiet,
+                        threshold_map=threshold_map_option(threshold_map))
     set_threads(threads)
     from .feedforward import is_feedforward_bundle
 
@@ -163,7 +167,10 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
     graph = denoiser.graph  # scheduled (offsets, delays) in hardware mode
     schedule = LinearSchedule(num_steps=cfg.diffusion_steps)
     shape = (cfg.img_ch, cfg.img_size, cfg.img_size)
-    common = {"batch_size": batch, "sampler": sampler, "steps": steps, "seed": seed}
+    moments = sampler_moments(sampler, steps, model, cfg, dataset, opts.data_dir,
+                              progress=not quiet)
+    common = {"batch_size": batch, "sampler": sampler, "steps": steps, "seed": seed,
+              "moments": moments}
     scale_out = None
     if workers is None and cluster is None:
         t1 = time.perf_counter()
@@ -221,7 +228,8 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
         "device": str(denoiser.sim.device),
         "mapping": "graded" if graded else "composed",
         "sampler": sampler, "steps": steps, "num": num, "batch": batch,
-        "seed": seed, "threshold_scale": or_one(threshold_scale),
+        **({} if moments is None else {"eps_moments": {str(t): m for t, m in moments.items()}}),
+        "seed": seed, **thresholds_record(opts, graph),
         "calibration_images": None if opts.bundle is not None else opts.calibration_count,
         "seconds": {"build": round(t_build, 2), "integer_sampling": round(t_int, 2),
                     "float_sampling": round(t_float, 2)},
@@ -248,7 +256,8 @@ def simulate(checkpoint: str | Path | None = None, *, weights: str = "auto",
 def _sharded(graph, model, ckpt_path, opts: ModelOptions, out: Path, *, mode: str,
              compare_every: int, device: str, workers: int | None, cluster: str | None,
              shard_size: int | None, threads: int | None, progress: bool, num: int,
-             shape: tuple[int, ...], batch_size: int, sampler: str, steps: int, seed: int):
+             shape: tuple[int, ...], batch_size: int, sampler: str, steps: int, seed: int,
+             moments: dict[int, float] | None):
     """(integer samples, float samples or None, each shard's counters and comparisons, the
     scale-out report) of simulate's two chains run in shards. The shards live in
     ``OUT.shards`` beside the output directory, which is written whole at the end."""
@@ -257,12 +266,12 @@ def _sharded(graph, model, ckpt_path, opts: ModelOptions, out: Path, *, mode: st
     from ..scaleout.tasks import SamplingSpec, simulate_shard
 
     spec = SamplingSpec(graph.config.diffusion_steps, shape, batch_size, sampler, steps, seed,
-                        device, threads or 1)
+                        device, threads or 1, tuple(sorted((moments or {}).items())))
     provenance = {"job": "simulate",
                   "model_sha256": sha256_file(ckpt_path) if ckpt_path else None,
                   "bundle": None if opts.bundle is None else str(opts.bundle),
                   "mapping": getattr(graph, "mapping", "composed"), "mode": mode,
-                  "threshold_scale": or_one(opts.threshold_scale),
+                  **thresholds_record(opts, graph),
                   "calibration_images": None if opts.bundle is not None
                   else opts.calibration_count, "compare_every": compare_every}
     tensors, parts, report = sample_in_shards(

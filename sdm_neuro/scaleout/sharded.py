@@ -58,7 +58,9 @@ def sample_in_shards(fn: Callable, shared: tuple, spec: SamplingSpec, num: int, 
     store = ShardStore(directory, {"tool": f"sdm-neuro {__version__}", **provenance,
                                    "sampler": spec.sampler, "steps": spec.steps,
                                    "seed": spec.seed, "batch": spec.batch,
-                                   "device": spec.device, "threads": spec.threads}, plan)
+                                   "device": spec.device, "threads": spec.threads,
+                                   **({"eps_moments": [list(m) for m in spec.moments]}
+                                      if spec.moments else {})}, plan)
     per_batch = len(model_call_steps(spec.sampler, spec.diffusion_steps, spec.steps))
     tensors, parts, report = run_sharded(
         fn, (*shared, spec), store, plan, workers=workers or 1, cluster=cluster,

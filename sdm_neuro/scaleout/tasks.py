@@ -25,6 +25,7 @@ class SamplingSpec:
     # of the default model, up to 0.09 apart between 1 and 2 threads), so float samples equal a
     # single process run with the same --threads.
     threads: int = 1
+    moments: tuple[tuple[int, float], ...] = ()  # the analytic sampler's, per step
 
 
 def float_shard(model, spec: SamplingSpec, shard: Shard, reporter) -> dict:
@@ -55,7 +56,7 @@ def sample_batches(denoiser, spec: SamplingSpec, shard: Shard, reporter) -> torc
         idx = list(range(start, min(start + spec.batch, shard.stop)))
         out.append(sample(denoiser, schedule, [len(idx), *spec.image_shape],
                           sampler=spec.sampler, steps=spec.steps, seed=spec.seed, indices=idx,
-                          progress=advance))
+                          progress=advance, moments=dict(spec.moments) or None))
     return torch.cat(out)
 
 

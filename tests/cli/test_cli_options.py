@@ -19,7 +19,7 @@ from sdm_neuro.cli import (
     seed_int,
 )
 from sdm_neuro.cli import main as cli
-from sdm_neuro.run.checkpoints import apply_threshold_scale as _apply_threshold_scale
+from sdm_neuro.run.checkpoints import apply_thresholds as _apply_thresholds
 
 INT = "must be an integer >= 1"
 POS = "must be a finite number > 0"
@@ -339,7 +339,7 @@ def test_threshold_scale_help_says_the_thresholds_are_set(capsys, tiny_config, c
     # ... which is what it does: a model with threshold 0.5 gets thresholds 2.0, not 1.0
     model = SpikingUNet(tiny_config)
     model.set_threshold(0.5)
-    _apply_threshold_scale(argparse.Namespace(threshold_scale=2.0), model)
+    _apply_thresholds(argparse.Namespace(threshold_scale=2.0), model)
     assert {n.threshold for _, n in model.neurons()} == {2.0}
 
 

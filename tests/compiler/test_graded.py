@@ -109,10 +109,9 @@ def test_tsm_is_refused_with_the_way_out(randomized):
 def test_quantized_formats(randomized):
     cfg = CONFIGS["3-levels"]
     _, g = _quantized(cfg, randomized, threshold=0.9)
-    th = 0.9
     for r in g.relays:
-        k = math.log2(r.scale / th) if r.kind == "sum" else 0.0
-        assert k == int(k), r.name  # threshold * 2**k: identities are exact shifts
+        k = math.log2(r.scale) if r.kind == "sum" else 0.0
+        assert k == int(k), r.name  # powers of two: identities are exact shifts
     for c in g.connections:
         if c.kind == "conv":
             w = c.weight_int
@@ -121,7 +120,10 @@ def test_quantized_formats(randomized):
         elif c.kind == "identity":
             assert -8 <= c.weight_exp <= 7
     for p in g.populations:
-        assert p.lif.vth & (p.lif.vth - 1) == 0 and 0 <= p.lif.bias_exp <= 7
+        # the membrane LSB a power of two, vth = 2**m * 0.9 rounded: the threshold's fraction
+        k = math.log2(p.scale * 64)
+        assert k == int(k) and p.lif.vth == round(0.9 / (64 * p.scale)), p.name
+        assert 0 <= p.lif.bias_exp <= 7
     assert g.meta["payload_bits"] == 24
 
 

@@ -49,8 +49,10 @@ def tiny_ckpt(tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize("job", [run.evaluate, run.simulate, run.energy_report, run.export,
+                                 run.tradeoff,
                                  lambda **kw: run.export(target="onnx", **kw)],
-                         ids=["evaluate", "simulate", "energy_report", "export", "export-onnx"])
+                         ids=["evaluate", "simulate", "energy_report", "export", "tradeoff",
+                              "export-onnx"])
 def test_non_empty_out_without_force_is_refused_before_any_work(tmp_path, no_work, tiny_ckpt,
                                                                 job):
     out = tmp_path / "o"
@@ -132,7 +134,8 @@ def test_onnx_manifest_has_the_bundle_format(tmp_path, tiny_ckpt, tiny_config):
 
 JOBS = {"info": run.info, "sample": run.sample, "evaluate": run.evaluate,
         "simulate": run.simulate, "energy-report": run.energy_report, "export": run.export,
-        "profiles": run.profiles, "train-classifier": run.train_classifier, "train": run.train}
+        "profiles": run.profiles, "train-classifier": run.train_classifier, "train": run.train,
+        "tradeoff": run.tradeoff}
 
 
 PRINTING = {("info", "layers"), ("info", "json"), ("profiles", "verbose")}  # how the CLI prints

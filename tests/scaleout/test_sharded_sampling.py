@@ -119,3 +119,19 @@ def test_evaluate_refuses_workers_with_given_samples(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 1, 16, 16), dtype=np.float32))
     with pytest.raises(UsageError, match="--samples scores given images and samples nothing"):
         evaluate(samples=tmp_path / "x.npy", workers=2, out=tmp_path / "e", quiet=True)
+
+
+def test_tradeoff_sharded_equals_one_process(tmp_path, randomized_checkpoint):
+    """The trade-off's sampling runs in shards (analytic sampler: its moments go to the
+    workers), and a map's guidance: the same qualities, activity and energy as one process
+    with the same threads (float convs can round by thread count)."""
+    from sdm_neuro.run import tradeoff
+
+    common = {"samplers": "analytic:3", "thresholds": "1.0", "threshold_map": "halves:0.9,1.1",
+              "num": 8, "batch": 4, "calibration_images": 8, "threads": 1, "quiet": True}
+    one = tradeoff(randomized_checkpoint, out=tmp_path / "one", **common).report["settings"]
+    two = tradeoff(randomized_checkpoint, out=tmp_path / "two", workers=2,
+                   **common).report["settings"]
+    assert one == two and len(one) == 2
+    assert one[0]["spikes_per_image"] != one[1]["spikes_per_image"]  # the map reached them
+    assert len(list((tmp_path / "two.shards").iterdir())) == 4  # float + integer per setting
