@@ -408,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
       help="training images the quantization is calibrated on (default 128)")
     a("--classifier", type=Path, help="classifier file (default: the shipped one for digits, "
       "else one is trained now)")
+    a("--search", action="store_true", help="also search a per-layer threshold map (down / "
+      "middle / up halves, 0.996-1.004) on the first sampler setting and mapping, scored by "
+      "FID of the integer samples, and report it with its held-out score; written as "
+      "OUT/threshold_map.json")
+    a("--search-num", type=positive_int, default=32, help="samples per search evaluation "
+      "(default 32)")
+    a("--search-budget", type=positive_int, default=12,
+      help="search evaluations (default 12)")
     _add_scale_out_args(p)
     _add_output_args(p, "out/tradeoff")
 

@@ -19,6 +19,10 @@ from .outputs import check_outputs
 
 DEFAULT_SAMPLERS = "ddpm:1000,ddim:100,ddim:50,dpmpp:20,dpmpp:10"
 DEFAULT_PROFILES = ("loihi2",)
+# --search: the layer groups it tunes (globs over neuron names) and the thresholds it tries
+SEARCH_GROUPS = {"down": ("neuron", "downblocks.*"), "middle": ("middleblocks.*",),
+                 "up": ("upblocks.*",)}
+SEARCH_VALUES = (0.996, 0.998, 1.0, 1.002, 1.004)
 REFERENCE = ("ddpm", 1000)  # the papers' chain: the ratios are against it where it was run
 
 
@@ -83,6 +87,7 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
              calibration_images: int | None = None, classifier: str | Path | None = None,
              threads: int | None = None, workers: int | None = None,
              cluster: str | None = None, shard_size: int | None = None,
+             search: bool = False, search_num: int = 32, search_budget: int = 12,
              out: str | Path = "out/tradeoff", force: bool = False, quiet: bool = False,
              notify: Notify | None = None) -> TradeoffResult:
     """For every sampler setting, threshold guidance (each global value, and the per-layer map
@@ -94,7 +99,14 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
     has the same integer weights, guidance moves only the thresholds (vth).
 
     ``workers`` / ``cluster``: every sampling run goes in shards over Ray (as in sample), kept in
-    ``OUT.shards`` so that a rerun resumes."""
+    ``OUT.shards`` so that a rerun resumes.
+
+    ``search``: a coordinate search for a per-layer threshold map (the down half with the stem,
+    the middle, the up half; thresholds :data:`SEARCH_VALUES`) on the first sampler setting and
+    mapping, ``search_budget`` evaluations of ``search_num`` integer samples scored by FID with
+    seed ``seed + 1``, from threshold 1; the map found and threshold 1 are then scored on
+    held-out noise (seed ``seed + 2``, ``num`` samples). Written as ``OUT/threshold_map.json``
+    (for --threshold-map) and the report's ``search``."""
     from ..compiler.pipeline import build_integer_graph
     from ..compiler.quantize_graded import build_graded_graph
     from ..data import load_dataset
@@ -205,9 +217,72 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
                             "vth only (resolution 1/V of the threshold, V per layer in "
                             "simulate.json's layers)",
             "seconds": round(time.perf_counter() - t0, 1), "settings": rows}
+        if search:
+            report["search"] = _search(
+                model, own, calibration, build[mappings[0]], chains[0], score, _Sampling(
+                    opts, shape, num=search_num, workers=workers, cluster=cluster,
+                    shard_size=None, shards=out.with_name(out.name + ".shards") / "search",
+                    provenance=sampling.provenance), sampling, cfg, seed=seed, batch=batch,
+                budget=search_budget, moments_of=lambda s, n: sampler_moments(
+                    s, n, model, cfg, dataset, opts.data_dir, progress=not quiet))
+            write_json(tmp / "threshold_map.json", report["search"]["map"])
+            report["seconds"] = round(time.perf_counter() - t0, 1)
         write_json(tmp / "tradeoff.json", report)
         _plot(rows, main, tmp / "tradeoff.png")
     return TradeoffResult(out, report)
+
+
+def _search(model, own: dict[str, float], calibration, build, chain: tuple[str, int], score,
+            small: _Sampling, full: _Sampling, cfg, *, seed: int, batch: int, budget: int,
+            moments_of) -> dict[str, Any]:
+    """Coordinate search over :data:`SEARCH_GROUPS` x :data:`SEARCH_VALUES` (see tradeoff);
+    every candidate is sampled from the same noise, so the comparisons are paired."""
+    from ..models.thresholds import ThresholdMap, apply_threshold_map
+    from ..scaleout.tasks import SamplingSpec
+
+    sampler, steps = chain
+    shape = (cfg.img_ch, cfg.img_size, cfg.img_size)
+
+    def integer_fid(values: dict[str, float], sampling: _Sampling, run_seed: int, tag: str):
+        for name, n in model.neurons():
+            n.threshold = own[name]
+        apply_threshold_map(model, _as_map(values))
+        moments = moments_of(sampler, steps)
+        spec = SamplingSpec(cfg.diffusion_steps, shape, batch, sampler, steps, run_seed, "cpu",
+                            1, tuple(sorted((moments or {}).items())))
+        return score(sampling.integers(build(model, calibration), spec, tag)[0])
+
+    def _as_map(values: dict[str, float]) -> ThresholdMap:
+        return ThresholdMap("search", tuple((g, values[k]) for k in SEARCH_GROUPS
+                                            for g in SEARCH_GROUPS[k]))
+
+    best = dict.fromkeys(SEARCH_GROUPS, 1.0)
+    best_q = integer_fid(best, small, seed + 1, "search-0")
+    trace = [{"values": dict(best), "fid": best_q["fid"]}]
+    while len(trace) < budget:
+        improved = False
+        for group in SEARCH_GROUPS:
+            for value in SEARCH_VALUES:
+                if value == best[group] or len(trace) >= budget:
+                    continue
+                cand = {**best, group: value}
+                q = integer_fid(cand, small, seed + 1, f"search-{len(trace)}")
+                trace.append({"values": cand, "fid": q["fid"]})
+                if q["fid"] is not None and q["fid"] < best_q["fid"]:
+                    best, best_q, improved = cand, q, True
+        if not improved:
+            break
+    held = {"threshold 1": integer_fid(dict.fromkeys(SEARCH_GROUPS, 1.0), full, seed + 2,
+                                       "held-out-1"),
+            "map found": integer_fid(best, full, seed + 2, "held-out-map")}
+    for name, n in model.neurons():
+        n.threshold = own[name]
+    return {"sampler": f"{sampler}:{steps}", "groups": {k: list(v) for k, v in
+                                                        SEARCH_GROUPS.items()},
+            "values_tried": list(SEARCH_VALUES), "budget": budget, "samples": small.num,
+            "seed": seed + 1, "trace": trace, "best": best, "search_fid": best_q["fid"],
+            "map": dict(_as_map(best).entries),
+            "held_out": {"seed": seed + 2, "samples": full.num, **held}}
 
 
 class _Sampling:

@@ -7,6 +7,7 @@ import pytest
 
 from sdm_neuro import UsageError, run
 from sdm_neuro.cli import main
+from sdm_neuro.models.thresholds import parse_threshold_map
 
 
 def test_tradeoff_json_on_a_tiny_model(randomized_checkpoint, tmp_path, capsys):
@@ -14,7 +15,8 @@ def test_tradeoff_json_on_a_tiny_model(randomized_checkpoint, tmp_path, capsys):
     rc = main(["tradeoff", str(randomized_checkpoint), "--samplers", "dpmpp:2",
                "--thresholds", "1.0,0.9", "--mapping", "composed,graded", "--num", "8",
                "--batch", "4", "--profile", "loihi2", "--profile", "generic45nm_int8",
-               "--calibration-images", "8", "--out", str(out), "--quiet"])
+               "--calibration-images", "8", "--search", "--search-num", "4",
+               "--search-budget", "3", "--out", str(out), "--quiet"])
     assert rc == 0
     rep = json.loads((out / "tradeoff.json").read_text())
     assert (out / "tradeoff.png").stat().st_size > 0
@@ -39,6 +41,13 @@ def test_tradeoff_json_on_a_tiny_model(randomized_checkpoint, tmp_path, capsys):
     for m in ("composed", "graded"):
         assert key[("dpmpp2", m, "0.9")] > key[("dpmpp2", m, "1")]
     assert rep["reference"] is None  # no ddpm:1000 in this sweep
+    found = rep["search"]
+    assert len(found["trace"]) == 3 and found["trace"][0]["values"] == {
+        "down": 1.0, "middle": 1.0, "up": 1.0}
+    assert found["search_fid"] == min(t["fid"] for t in found["trace"])
+    assert set(found["held_out"]) == {"seed", "samples", "threshold 1", "map found"}
+    tmap = parse_threshold_map(str(out / "threshold_map.json"))  # usable as --threshold-map
+    assert dict(tmap.entries) == found["map"]
     assert "on the Pareto front" in capsys.readouterr().out
 
 

@@ -121,6 +121,7 @@ def test_evaluate_refuses_workers_with_given_samples(tmp_path):
         evaluate(samples=tmp_path / "x.npy", workers=2, out=tmp_path / "e", quiet=True)
 
 
+@pytest.mark.slow  # about a minute: two trade-off runs
 def test_tradeoff_sharded_equals_one_process(tmp_path, randomized_checkpoint):
     """The trade-off's sampling runs in shards (analytic sampler: its moments go to the
     workers), and a map's guidance: the same qualities, activity and energy as one process
