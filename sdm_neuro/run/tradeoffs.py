@@ -125,6 +125,9 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
     mappings = [m.strip() for m in mapping.split(",")]
     for m in mappings:
         check_mapping(m)
+    for option, values in (("--thresholds", levels), ("--mapping", mappings)):
+        if len(set(values)) != len(values):
+            raise UsageError(f"{option}: a value is given twice ({', '.join(map(str, values))}).")
     profiles = [get_profile(p) for p in (profile or DEFAULT_PROFILES)]
     opts = ModelOptions(as_path(checkpoint), weights, snn_steps, img_size, None, dataset,
                         as_path(data_dir), seed, None, notify, calibration_images,

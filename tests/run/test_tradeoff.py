@@ -57,6 +57,7 @@ def test_tradeoff_json_on_a_tiny_model(randomized_checkpoint, tmp_path, capsys):
     ({"samplers": "euler:10"}, "unknown sampler 'euler'"),
     ({"thresholds": "1.0,-2"}, "not a finite number > 0"),
     ({"mapping": "composed,dense"}, "unknown mapping"),
+    ({"thresholds": "1.0,1"}, "a value is given twice"),
 ])
 def test_bad_settings_are_refused_before_any_work(tmp_path, option, message):
     with pytest.raises(UsageError, match=message):
