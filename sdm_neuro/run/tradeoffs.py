@@ -262,13 +262,15 @@ def _search(model, own: dict[str, float], calibration, build, chain: tuple[str, 
     best = dict.fromkeys(SEARCH_GROUPS, 1.0)
     best_q = integer_fid(best, small, seed + 1, "search-0")
     trace = [{"values": dict(best), "fid": best_q["fid"]}]
+    tried = {tuple(best.values())}
     while len(trace) < budget:
         improved = False
         for group in SEARCH_GROUPS:
             for value in SEARCH_VALUES:
-                if value == best[group] or len(trace) >= budget:
-                    continue
                 cand = {**best, group: value}
+                if tuple(cand.values()) in tried or len(trace) >= budget:
+                    continue
+                tried.add(tuple(cand.values()))
                 q = integer_fid(cand, small, seed + 1, f"search-{len(trace)}")
                 trace.append({"values": cand, "fid": q["fid"]})
                 if q["fid"] is not None and q["fid"] < best_q["fid"]:

@@ -45,6 +45,7 @@ def test_tradeoff_json_on_a_tiny_model(randomized_checkpoint, tmp_path, capsys):
     assert len(found["trace"]) == 3 and found["trace"][0]["values"] == {
         "down": 1.0, "middle": 1.0, "up": 1.0}
     assert found["search_fid"] == min(t["fid"] for t in found["trace"])
+    assert len({tuple(t["values"].values()) for t in found["trace"]}) == 3  # none twice
     assert set(found["held_out"]) == {"seed", "samples", "threshold 1", "map found"}
     tmap = parse_threshold_map(str(out / "threshold_map.json"))  # usable as --threshold-map
     assert dict(tmap.entries) == found["map"]
