@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from ..errors import UsageError
 from .schedule import LinearSchedule
 
 
@@ -55,11 +56,10 @@ def eps_moments(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     return out
 
 
-def check_moments(moments: Mapping[int, float] | None, steps: Sequence[int]) -> Mapping[int, float]:
-    """The moments of every step but the last, or a ValueError naming the first missing one."""
+def check_moments(moments: Mapping[int, float] | None, steps: Sequence[int]) -> None:
+    """The moments of every step but the last are there, or a UsageError naming what lacks."""
     if moments is None:
-        raise ValueError("the analytic sampler needs the model's eps moments (eps_moments).")
+        raise UsageError("the analytic sampler needs the model's eps moments (eps_moments).")
     for t in steps[:-1]:
         if t not in moments:
-            raise ValueError(f"analytic sampler: no eps moment for step {t}.")
-    return moments
+            raise UsageError(f"analytic sampler: no eps moment for step {t}.")

@@ -24,11 +24,9 @@ import math
 
 import torch
 
+from .schedule import coef32
+
 ORDERS = (1, 2, 3)
-
-
-def _coef(x: float) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float64).float()
 
 
 class DpmSolverPP:
@@ -50,7 +48,7 @@ class DpmSolverPP:
              ) -> torch.Tensor:
         """The sample after call ``index`` (at step ``t``; ``t_prev < 0``: the clean image)."""
         alpha_s, sigma_s, lam_s = self._alpha_sigma_lambda(t)
-        x0 = ((x - _coef(sigma_s) * eps) / _coef(alpha_s)).clamp(-1.0, 1.0)
+        x0 = ((x - coef32(sigma_s) * eps) / coef32(alpha_s)).clamp(-1.0, 1.0)
         self.x0.append(x0)
         self.lam.append(lam_s)
         if t_prev < 0:
@@ -61,20 +59,20 @@ class DpmSolverPP:
         alpha_t, sigma_t, lam_t = self._alpha_sigma_lambda(t_prev)
         h = lam_t - lam_s
         phi = math.expm1(-h)  # e^{-h} - 1
-        out = _coef(sigma_t / sigma_s) * x - _coef(alpha_t * phi) * x0
+        out = coef32(sigma_t / sigma_s) * x - coef32(alpha_t * phi) * x0
         if order >= 2:
             m0, m1 = self.x0[-1], self.x0[-2]
             r0 = (lam_s - self.lam[-2]) / h
-            d1_0 = (m0 - m1) * _coef(1.0 / r0)
+            d1_0 = (m0 - m1) * coef32(1.0 / r0)
             if order == 2:
-                out = out - _coef(0.5 * alpha_t * phi) * d1_0
+                out = out - coef32(0.5 * alpha_t * phi) * d1_0
             else:
                 m2 = self.x0[-3]
                 r1 = (self.lam[-2] - self.lam[-3]) / h
-                d1_1 = (m1 - m2) * _coef(1.0 / r1)
-                d1 = d1_0 + (d1_0 - d1_1) * _coef(r0 / (r0 + r1))
-                d2 = (d1_0 - d1_1) * _coef(1.0 / (r0 + r1))
-                out = (out + _coef(alpha_t * (phi / h + 1.0)) * d1
-                       - _coef(alpha_t * ((phi + h) / h**2 - 0.5)) * d2)
+                d1_1 = (m1 - m2) * coef32(1.0 / r1)
+                d1 = d1_0 + (d1_0 - d1_1) * coef32(r0 / (r0 + r1))
+                d2 = (d1_0 - d1_1) * coef32(1.0 / (r0 + r1))
+                out = (out + coef32(alpha_t * (phi / h + 1.0)) * d1
+                       - coef32(alpha_t * ((phi + h) / h**2 - 0.5)) * d2)
         del self.x0[:-2], self.lam[:-2]  # a third-order step needs the last three
         return out

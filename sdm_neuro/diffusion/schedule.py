@@ -7,6 +7,12 @@ from dataclasses import dataclass
 import torch
 
 
+def coef32(x: torch.Tensor | float) -> torch.Tensor:
+    """A sampler coefficient computed in float64, as a float32 scalar (the reference's
+    ``extract(...).float()``)."""
+    return torch.as_tensor(x, dtype=torch.float64).float()
+
+
 @dataclass(frozen=True, eq=False)
 class LinearSchedule:
     """``betas = linspace(beta_1, beta_T, T)`` in float64 and the cumulative products."""

@@ -98,7 +98,5 @@ def parse_threshold_map(text: str) -> ThresholdMap:
 def apply_threshold_map(model, tmap: ThresholdMap) -> dict[str, float]:
     """Set the thresholds of ``model``'s neurons that ``tmap`` names; returns the full map of
     thresholds after it (every neuron)."""
-    neurons = dict(model.neurons())
-    for name, value in tmap.resolve(list(neurons)).items():
-        neurons[name].threshold = value
-    return {name: n.threshold for name, n in neurons.items()}
+    model.set_thresholds(tmap.resolve(list(model.thresholds())))
+    return model.thresholds()

@@ -6,7 +6,7 @@ checkpoint loads with strict key checking. The README's "Semantics" section summ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -99,6 +99,19 @@ class SpikingUNet(nn.Module):
             raise UsageError(f"threshold must be > 0 (got {threshold}).")
         for _, n in self.neurons():
             n.threshold = float(threshold)
+
+    def thresholds(self) -> dict[str, float]:
+        """Every spiking layer's threshold, by its reference module name."""
+        return {name: n.threshold for name, n in self.neurons()}
+
+    def set_thresholds(self, thresholds: Mapping[str, float]) -> None:
+        """Set the named layers' thresholds (a per-layer map, or :meth:`thresholds` back)."""
+        neurons = dict(self.neurons())
+        unknown = sorted(set(thresholds) - set(neurons))
+        if unknown:
+            raise UsageError(f"no spiking layer named {', '.join(unknown)}.")
+        for name, value in thresholds.items():
+            neurons[name].threshold = float(value)
 
     def record_spikes(self, on: bool = True) -> None:
         for _, n in self.neurons():

@@ -255,10 +255,7 @@ def from_bundle(options: ModelOptions):
         quant = manifest.get("quantization") or {}
         if quant.get("threshold_scale", 1.0) != 1.0:
             model.set_threshold(quant["threshold_scale"])
-        neurons = dict(model.neurons())
-        for name, value in (quant.get("thresholds") or {}).items():
-            if name in neurons:  # (per layer, as exported with --threshold-map)
-                neurons[name].threshold = float(value)
+        model.set_thresholds(quant.get("thresholds") or {})  # (exported with --threshold-map)
     else:
         options.note(f"{options.bundle}: its checkpoint is not available; simulating without "
                      "the float comparison.")

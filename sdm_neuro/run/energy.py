@@ -10,9 +10,8 @@ from typing import Any
 
 from .. import __version__
 from ..errors import UsageError
-from .checkpoints import threshold_map_option
 from .checkpoints import ModelOptions, Notify, as_path, check_steps, deploy, from_bundle
-from .checkpoints import set_threads
+from .checkpoints import set_threads, threshold_map_option
 from .outputs import check_outputs
 
 

@@ -156,10 +156,10 @@ def evaluate(checkpoint: str | Path | None = None, *, weights: str = "auto",
                 from ..scaleout.tasks import SamplingSpec, float_shard, simulate_shard
 
                 spec = SamplingSpec(cfg.diffusion_steps, shape, batch, sampler, steps, seed,
-                                    device, threads or 1, tuple(sorted((moments or {}).items())))
+                                    device, threads or 1, moments)
                 provenance = {"job": "evaluate", "model_sha256": sha256_file(ckpt.path),
                               "weights": ckpt.weights, "threshold": or_one(threshold),
-                              "thresholds": {n: m.threshold for n, m in model.neurons()},
+                              "thresholds": model.thresholds(),
                               "integer": integer, "mode": mode,
                               "calibration_images": opts.calibration_count if integer else None}
                 fn, shared, key = ((simulate_shard, (graph, None, mode, 10), "integer")

@@ -12,10 +12,9 @@ from typing import Any
 from .. import __version__
 from ..errors import ExportError, UsageError
 from ..fileio import sha256_file
-from .checkpoints import threshold_map_option
 from .checkpoints import ModelOptions, Notify, apply_thresholds, as_path, deploy, load
+from .checkpoints import check_mapping, or_one, set_threads, threshold_map_option
 from .checkpoints import thresholds_record
-from .checkpoints import check_mapping, or_one, set_threads
 from .outputs import check_outputs
 
 

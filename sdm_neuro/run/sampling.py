@@ -85,7 +85,7 @@ def sample(checkpoint: str | Path | None = None, *, weights: str = "auto",
         "batch": batch, "seed": seed, "threshold": or_one(threshold),
         **({} if opts.threshold_map is None else
            {"threshold_map": opts.threshold_map.to_dict(),
-            "thresholds": {n: m.threshold for n, m in model.neurons()}}),
+            "thresholds": model.thresholds()}),
         "seconds": round(elapsed, 3), "notes": list(ckpt.notes),
         **({} if moments is None else {"eps_moments": {str(t): m for t, m in moments.items()}}),
         "files": {"grid": "samples.png", "samples": "samples.npy ([N,C,H,W] float32 in [-1,1])"},
@@ -108,11 +108,11 @@ def _sharded(model, ckpt, out: Path, *, num: int, batch: int, sampler: str, step
     cfg = ckpt.config
     spec = SamplingSpec(cfg.diffusion_steps, (cfg.img_ch, cfg.img_size, cfg.img_size), batch,
                         sampler, steps, seed, device, threads or 1,
-                        tuple(sorted((moments or {}).items())))
+                        moments)
     provenance = {"job": "sample", "model_sha256": sha256_file(ckpt.path),
                   "weights": ckpt.weights, "config": cfg.to_dict(),
                   "threshold": or_one(threshold),
-                  "thresholds": {n: m.threshold for n, m in model.neurons()}}
+                  "thresholds": model.thresholds()}
     tensors, _, report = sample_in_shards(
         float_shard, (model,), spec, num, directory=out / "shards", provenance=provenance,
         chains=1, workers=workers, cluster=cluster, shard_size=shard_size, progress=progress)

@@ -15,10 +15,9 @@ from .. import __version__
 from ..energy.activity import Activity
 from ..errors import UsageError
 from ..fileio import sha256_file
-from .checkpoints import threshold_map_option
 from .checkpoints import ModelOptions, Notify, as_path, check_steps, deploy, from_bundle
 from .checkpoints import sampler_moments, thresholds_record
-from .checkpoints import set_threads
+from .checkpoints import set_threads, threshold_map_option
 from .outputs import check_outputs
 
 # simulate.json. Layout 1 (U-Net): tool, checkpoint, bundle, mode, sampler, steps, num, batch,
@@ -266,7 +265,7 @@ def _sharded(graph, model, ckpt_path, opts: ModelOptions, out: Path, *, mode: st
     from ..scaleout.tasks import SamplingSpec, simulate_shard
 
     spec = SamplingSpec(graph.config.diffusion_steps, shape, batch_size, sampler, steps, seed,
-                        device, threads or 1, tuple(sorted((moments or {}).items())))
+                        device, threads or 1, moments)
     provenance = {"job": "simulate",
                   "model_sha256": sha256_file(ckpt_path) if ckpt_path else None,
                   "bundle": None if opts.bundle is None else str(opts.bundle),

@@ -110,7 +110,8 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
     from ..compiler.pipeline import build_integer_graph
     from ..compiler.quantize_graded import build_graded_graph
     from ..data import load_dataset
-    from ..evaluation.evaluate import SAMPLES, evaluate_images, get_classifier
+    from ..evaluation.evaluate import SAMPLES, get_classifier
+    from ..evaluation.quality import evaluate_sets
     from ..evaluation.pareto import pareto_front
     from ..fileio import atomic_dir, sha256_file, write_json
     from ..hardware_profiles.profile import get_profile
@@ -144,7 +145,7 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
     train = load_dataset(dataset, split="train", data_dir=opts.data_dir, img_size=cfg.img_size)
     build = {"composed": build_integer_graph, "graded": build_graded_graph}
     calibration = opts.calibration(model, train.images)
-    own = {name: n.threshold for name, n in model.neurons()}
+    own = model.thresholds()
     for m in mappings:  # the ranges, measured at the model's own thresholds
         build[m](model, calibration)
     guidance: list[tuple[str, float | None, Any]] = [(f"{v:g}", v, None) for v in levels]
@@ -164,16 +165,15 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
                                        save_to=tmp / "classifier.pt", progress=not quiet)
 
         def score(images) -> dict[str, Any]:
-            row = evaluate_images(images, dataset=dataset, classifier=clf,
-                                  classifier_name=clf_name, data_dir=opts.data_dir, seed=seed,
-                                  kid_subset_size=min(1000, len(images)),
-                                  progress=False).row(SAMPLES)
+            # evaluate's metrics on this set alone (its floor and ceiling rows are the same for
+            # every setting), against the training images loaded once
+            row = evaluate_sets({SAMPLES: images.float()}, train.images, clf,
+                                classifier_name=clf_name, seed=seed).row(SAMPLES)
             return {"fid": row.fid, "kid": row.kid, "confident": row.confident,
                     "class_entropy": row.class_entropy}
 
         for gname, level, gmap in guidance:
-            for name, n in model.neurons():
-                n.threshold = own[name]
+            model.set_thresholds(own)
             if level is not None:
                 model.set_threshold(level)
             if gmap is not None:
@@ -183,7 +183,7 @@ def tradeoff(checkpoint: str | Path | None = None, *, weights: str = "auto",
                 moments = sampler_moments(sampler, steps, model, cfg, dataset, opts.data_dir,
                                           progress=not quiet)
                 spec = SamplingSpec(cfg.diffusion_steps, shape, batch, sampler, steps, seed,
-                                    "cpu", threads or 1, tuple(sorted((moments or {}).items())))
+                                    "cpu", threads or 1, moments)
                 tag = f"{sampler}-{steps}_th-{gname.replace('/', '_').replace(' ', '-')}"
                 q_float = score(sampling.floats(model, spec, tag))
                 for m in mappings:
@@ -247,12 +247,11 @@ def _search(model, own: dict[str, float], calibration, build, chain: tuple[str, 
     shape = (cfg.img_ch, cfg.img_size, cfg.img_size)
 
     def integer_fid(values: dict[str, float], sampling: _Sampling, run_seed: int, tag: str):
-        for name, n in model.neurons():
-            n.threshold = own[name]
+        model.set_thresholds(own)
         apply_threshold_map(model, _as_map(values))
         moments = moments_of(sampler, steps)
         spec = SamplingSpec(cfg.diffusion_steps, shape, batch, sampler, steps, run_seed, "cpu",
-                            1, tuple(sorted((moments or {}).items())))
+                            1, moments)
         return score(sampling.integers(build(model, calibration), spec, tag)[0])
 
     def _as_map(values: dict[str, float]) -> ThresholdMap:
@@ -280,8 +279,7 @@ def _search(model, own: dict[str, float], calibration, build, chain: tuple[str, 
     held = {"threshold 1": integer_fid(dict.fromkeys(SEARCH_GROUPS, 1.0), full, seed + 2,
                                        "held-out-1"),
             "map found": integer_fid(best, full, seed + 2, "held-out-map")}
-    for name, n in model.neurons():
-        n.threshold = own[name]
+    model.set_thresholds(own)
     return {"sampler": f"{sampler}:{steps}", "groups": {k: list(v) for k, v in
                                                         SEARCH_GROUPS.items()},
             "values_tried": list(SEARCH_VALUES), "budget": budget, "samples": small.num,
@@ -317,11 +315,11 @@ class _Sampling:
 
         if self.sharded:
             return self._shard(float_shard, (model,), spec, f"{tag}_float",
-                               {n: m.threshold for n, m in model.neurons()})[0]["samples"]
+                               model.thresholds())[0]["samples"]
         return generate(model, LinearSchedule(num_steps=spec.diffusion_steps), self.num,
                         self.shape, batch_size=spec.batch, sampler=spec.sampler,
                         steps=spec.steps, seed=spec.seed, progress=self.opts.progress,
-                        moments=dict(spec.moments) or None)
+                        moments=spec.moments)
 
     def integers(self, graph, spec, tag: str):
         """(samples, the counters summed over every call and image, calls per image)."""
@@ -339,7 +337,7 @@ class _Sampling:
         x = generate(den, LinearSchedule(num_steps=spec.diffusion_steps), self.num, self.shape,
                      batch_size=spec.batch, sampler=spec.sampler, steps=spec.steps,
                      seed=spec.seed, progress=self.opts.progress,
-                     moments=dict(spec.moments) or None)
+                     moments=spec.moments)
         return x, den.counters, calls
 
 

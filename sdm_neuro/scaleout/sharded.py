@@ -59,7 +59,7 @@ def sample_in_shards(fn: Callable, shared: tuple, spec: SamplingSpec, num: int, 
                                    "sampler": spec.sampler, "steps": spec.steps,
                                    "seed": spec.seed, "batch": spec.batch,
                                    "device": spec.device, "threads": spec.threads,
-                                   **({"eps_moments": [list(m) for m in spec.moments]}
+                                   **({"eps_moments": sorted(spec.moments.items())}
                                       if spec.moments else {})}, plan)
     per_batch = len(model_call_steps(spec.sampler, spec.diffusion_steps, spec.steps))
     tensors, parts, report = run_sharded(

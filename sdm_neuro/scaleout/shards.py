@@ -61,7 +61,8 @@ class ShardStore:
 
     def __init__(self, directory: Path, provenance: Mapping[str, Any], plan: list[Shard]) -> None:
         self.directory = Path(directory)
-        self.provenance = dict(provenance)
+        # as a shard file will hold it (tuples read back as lists), so it compares with one
+        self.provenance = json.loads(json.dumps(dict(provenance)))
         self.plan = {s.name: s for s in plan}
 
     def finished(self) -> dict[Shard, dict[str, Any]]:

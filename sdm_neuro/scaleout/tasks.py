@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ class SamplingSpec:
     # of the default model, up to 0.09 apart between 1 and 2 threads), so float samples equal a
     # single process run with the same --threads.
     threads: int = 1
-    moments: tuple[tuple[int, float], ...] = ()  # the analytic sampler's, per step
+    moments: Mapping[int, float] | None = None  # the analytic sampler's, per step
 
 
 def float_shard(model, spec: SamplingSpec, shard: Shard, reporter) -> dict:
@@ -56,7 +57,7 @@ def sample_batches(denoiser, spec: SamplingSpec, shard: Shard, reporter) -> torc
         idx = list(range(start, min(start + spec.batch, shard.stop)))
         out.append(sample(denoiser, schedule, [len(idx), *spec.image_shape],
                           sampler=spec.sampler, steps=spec.steps, seed=spec.seed, indices=idx,
-                          progress=advance, moments=dict(spec.moments) or None))
+                          progress=advance, moments=spec.moments))
     return torch.cat(out)
 
 
@@ -79,6 +80,8 @@ def simulate_shard(graph, model, mode: str, compare_every: int, spec: SamplingSp
     t_int = time.perf_counter() - t0
     if model is not None:  # (the float model and the sampler run on the CPU, as in simulate)
         tensors["float"] = sample_batches(model, spec, shard, reporter)
+    t_float = time.perf_counter() - t0 - t_int
     return {"tensors": tensors,
             "data": {"counters": den.counters.to_dict(), "errors": den.errors,
-                     "agreement": den.agreement, "seconds": {"integer": t_int, "float": time.perf_counter() - t0 - t_int}}}
+                     "agreement": den.agreement,
+                     "seconds": {"integer": t_int, "float": t_float}}}

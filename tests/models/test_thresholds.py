@@ -59,3 +59,10 @@ def test_bad_files_are_refused_by_name(tmp_path, model, content, message):
 def test_bad_schedules_are_refused(text, message):
     with pytest.raises(UsageError, match=message):
         parse_threshold_map(text)
+
+
+def test_set_thresholds_refuses_a_layer_the_model_lacks(model):
+    with pytest.raises(UsageError, match="no spiking layer named upblocks.9.neuron"):
+        model.set_thresholds({"neuron": 0.9, "upblocks.9.neuron": 1.0})
+    model.set_thresholds({"neuron": 0.9})
+    assert model.thresholds()["neuron"] == 0.9
